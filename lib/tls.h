@@ -1,0 +1,75 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * TLS 1.3 over BoringSSL with memory BIOs (sans-IO): the caller moves ciphertext between the
+ * socket and this object; nothing here touches a file descriptor.
+ *
+ * Mesh rules enforced here (reliability-anchors §2.1):
+ *  - TLS 1.3 only, AES-GCM suites, ALPN "h2" required on both sides (no ALPN -> failure).
+ *  - Both sides present a certificate; the server uses
+ *    SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT.
+ *  - The peer chain must verify to the mesh root(s); expired / not-yet-valid / CA-as-leaf
+ *    rejected.
+ *  - The peer leaf must carry exactly one URI SAN, a valid SPIFFE ID (ml_spiffe_parse) in the
+ *    configured trust domain; a DNS SAN is never enough. The client additionally requires the
+ *    peer ID to equal the expected identity given to ml_tls_new_client().
+ *  - No session tickets / resumption (a resumed session would skip verification).
+ */
+#ifndef ML_TLS_H
+#define ML_TLS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "spiffe.h"
+
+struct ml_tls_ctx; /* one identity: cert chain + key + trust roots; shared by many conns */
+struct ml_tls;     /* one connection */
+
+/*
+ * @chain_pem: leaf first, then intermediates (may include the root).
+ * @roots_pem: one or more trusted root certificates.
+ * @trust_domain: the only trust domain accepted from peers (e.g. "cluster.local").
+ * Returns NULL and sets errno (-EINVAL: bad PEM / key mismatch) on failure; @err (if not NULL,
+ * @errlen bytes) receives a human-readable reason.
+ */
+struct ml_tls_ctx *ml_tls_ctx_new(const char *chain_pem, const char *key_pem,
+				  const char *roots_pem, const char *trust_domain, char *err,
+				  size_t errlen);
+struct ml_tls_ctx *ml_tls_ctx_ref(struct ml_tls_ctx *c);
+struct ml_tls_ctx *ml_tls_ctx_unref(struct ml_tls_ctx *c);
+/* Leaf notAfter (epoch seconds) and identity of the context's own certificate. */
+int64_t ml_tls_ctx_not_after(const struct ml_tls_ctx *c);
+const struct ml_spiffe_id *ml_tls_ctx_identity(const struct ml_tls_ctx *c);
+
+/* @expected: peer identity the client requires (must not be NULL). */
+struct ml_tls *ml_tls_new_client(struct ml_tls_ctx *c, const struct ml_spiffe_id *expected);
+struct ml_tls *ml_tls_new_server(struct ml_tls_ctx *c);
+struct ml_tls *ml_tls_free(struct ml_tls *t);
+
+/* Ciphertext from the network. -ENOBUFS if more than ML_TLS_MAX_IN is queued unread. */
+#define ML_TLS_MAX_IN (64 * 1024)
+int ml_tls_feed(struct ml_tls *t, const uint8_t *in, size_t len);
+/*
+ * Drive the handshake. 1 = established, 0 = in progress (send pending output, feed more),
+ * -EPROTO / -EACCES (peer verification failed) / -ECONNRESET on failure; ml_tls_error()
+ * then tells why in words.
+ */
+int ml_tls_handshake(struct ml_tls *t);
+/* Plaintext out of fed ciphertext: >0 bytes, 0 = need more input, -EPIPE = peer sent
+ * close_notify, <0 error. */
+int ml_tls_read(struct ml_tls *t, uint8_t *out, size_t cap);
+/* Encrypt @len plaintext bytes (records of up to 16 KiB); ciphertext becomes pending. */
+int ml_tls_write(struct ml_tls *t, const uint8_t *pt, size_t len);
+/* Queue close_notify. */
+int ml_tls_shutdown(struct ml_tls *t);
+/* Pending ciphertext to send: moves it into @out (appends; respects out's cap, leaving the
+ * rest pending). Returns bytes moved. */
+size_t ml_tls_drain(struct ml_tls *t, struct ml_buf *out);
+size_t ml_tls_pending(const struct ml_tls *t);
+/* After establishment: peer identity (verified) and negotiated ALPN. */
+const struct ml_spiffe_id *ml_tls_peer_id(const struct ml_tls *t);
+const char *ml_tls_error(const struct ml_tls *t);
+
+#endif
