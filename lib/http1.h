@@ -9,6 +9,7 @@
 #ifndef ML_HTTP1_H
 #define ML_HTTP1_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "buf.h"

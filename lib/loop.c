@@ -49,7 +49,7 @@ struct ml_sock {
 	struct ml_buf tx[2];
 	unsigned fill;
 	size_t tx_cap;
-	bool tx_was_full, shut_wr_pending, shut_wr_done;
+	bool tx_was_full, tx_notify, shut_wr_pending, shut_wr_done, connecting;
 	int tx_err;
 
 	bool closing, abort, finalized;
@@ -723,7 +723,7 @@ struct ml_buf *ml_sock_txbuf(struct ml_sock *s)
 
 static void sock_tx_kick(struct ml_sock *s)
 {
-	if (s->send_op.busy || s->tx_err || s->abort || s->fd < 0)
+	if (s->send_op.busy || s->tx_err || s->abort || s->fd < 0 || s->connecting)
 		return;
 	struct ml_buf *fly = tx_fly(s);
 	if (ml_buf_used(fly) == 0) {
@@ -763,8 +763,9 @@ static void send_cb(struct ml_loop *l, struct ml_op *op, int res, uint32_t flags
 	if (ml_buf_used(tx_fly(s)) == 0 && tx_fly(s)->cap > 64 * 1024)
 		ml_buf_release(tx_fly(s)); /* do not keep big idle buffers per connection */
 	sock_tx_kick(s);
-	if (s->tx_was_full && ml_sock_tx_pending(s) <= s->tx_cap / 2) {
+	if ((s->tx_was_full && ml_sock_tx_pending(s) <= s->tx_cap / 2) || s->tx_notify) {
 		s->tx_was_full = false;
+		s->tx_notify = false;
 		if (!s->closing && s->cbs->on_writable)
 			s->cbs->on_writable(s);
 	}
@@ -791,6 +792,11 @@ void ml_sock_flush(struct ml_sock *s)
 	sock_tx_kick(s);
 }
 
+void ml_sock_notify_tx(struct ml_sock *s)
+{
+	s->tx_notify = true;
+}
+
 void ml_sock_shutdown_write(struct ml_sock *s)
 {
 	s->shut_wr_pending = true;
@@ -802,8 +808,11 @@ static void conn_cb(struct ml_loop *l, struct ml_op *op, int res, uint32_t flags
 	struct ml_sock *s = container_of(op, struct ml_sock, conn_op);
 	(void)l;
 	(void)flags;
+	s->connecting = false;
 	if (s->closing)
 		return;
+	if (res == 0)
+		sock_tx_kick(s); /* bytes queued while connecting */
 	if (s->cbs->on_connected)
 		s->cbs->on_connected(s, res);
 }
@@ -818,6 +827,7 @@ int ml_sock_connect(struct ml_sock *s, const struct sockaddr *sa, socklen_t sale
 	io_uring_prep_connect(sqe, s->fd, (struct sockaddr *)&s->conn_addr, s->conn_addrlen);
 	io_uring_sqe_set_data(sqe, &s->conn_op);
 	s->conn_op.busy = true;
+	s->connecting = true;
 	return 0;
 }
 

@@ -122,6 +122,9 @@ void ml_sock_pause(struct ml_sock *s);
 size_t ml_sock_write(struct ml_sock *s, const void *p, size_t len);
 struct ml_buf *ml_sock_txbuf(struct ml_sock *s); /* append directly, then ml_sock_flush() */
 void ml_sock_flush(struct ml_sock *s);
+/* Call on_writable once after the next send completes (progress notification for owners
+ * that track how much of what they queued has left, e.g. for flow-control credit). */
+void ml_sock_notify_tx(struct ml_sock *s);
 size_t ml_sock_tx_room(const struct ml_sock *s);
 size_t ml_sock_tx_pending(const struct ml_sock *s);
 /* Send FIN once the transmit queue is empty. */

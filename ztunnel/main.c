@@ -1,0 +1,313 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* ztunnel: meshlite's per-node L4 proxy. */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+
+#include "admin.h"
+#include "common.h"
+#include "json.h"
+#include "log.h"
+#include "loop.h"
+#include "proxy.h"
+#include "state.h"
+#include "zmetrics.h"
+
+struct ztunnel {
+	struct ml_loop *l;
+	struct zt_state *st;
+	struct zt_metrics m;
+	struct zt_proxy *proxy;
+	struct ml_admin *admin, *metrics, *ready;
+	bool is_ready, stopping;
+	int sfd;
+	struct ml_op sig_op;
+	struct signalfd_siginfo si;
+	uint64_t started_ms;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f, "Usage: ztunnel --config FILE [--log-format text|json] [--log-level LEVEL]\n"
+		   "\n"
+		   "meshlite's per-node L4 proxy: captures pod traffic (outbound 15001), carries it\n"
+		   "between nodes in HBONE tunnels (HTTP/2 CONNECT over mutual TLS, inbound 15008)\n"
+		   "and reports Istio's istio_tcp_* metrics.\n"
+		   "\n"
+		   "  -c, --config FILE      static configuration (see docs/ztunnel-config.md)\n"
+		   "      --log-format FMT   text (default) or json\n"
+		   "      --log-level LEVEL  debug, info (default), warn, error\n"
+		   "  -h, --help             show this help\n"
+		   "      --version          print the version\n"
+		   "\n"
+		   "Ports (from the config; Istio's defaults): 15001 outbound, 15008 HBONE inbound,\n"
+		   "15000 admin (/config_dump), 15020 metrics (/metrics), 15021 readiness\n"
+		   "(/healthz/ready). SIGTERM/SIGINT drain and exit.\n");
+}
+
+static void dump_workload(struct ml_json *j, const struct zt_workload *w)
+{
+	char ip[64];
+	ml_json_obj_begin(j);
+	ml_json_kv_str(j, "uid", w->uid);
+	ml_json_kv_str(j, "name", w->name);
+	ml_json_kv_str(j, "namespace", w->ns);
+	ml_json_kv_str(j, "serviceAccount", w->service_account);
+	ml_json_kv_str(j, "trustDomain", w->trust_domain);
+	ml_json_kv_str(j, "node", w->node);
+	ml_json_kv_str(j, "clusterId", w->cluster_id);
+	ml_json_kv_str(j, "workloadName", w->workload_name);
+	ml_json_kv_str(j, "workloadType", w->workload_type);
+	ml_json_kv_str(j, "canonicalName", w->canonical_name);
+	ml_json_kv_str(j, "canonicalRevision", w->canonical_revision);
+	ml_json_kv_str(j, "protocol", w->tunnel == ZT_TUNNEL_HBONE ? "HBONE" : "TCP");
+	ml_json_kv_str(j, "identity", w->spiffe);
+	ml_json_key(j, "workloadIps");
+	ml_json_arr_begin(j);
+	for (unsigned i = 0; i < w->naddrs; i++)
+		ml_json_str(j, zt_ip_fmt(&w->addrs[i], ip, sizeof(ip)));
+	ml_json_arr_end(j);
+	ml_json_obj_end(j);
+}
+
+static void config_dump(struct ztunnel *z, struct ml_admin_rsp *rsp)
+{
+	struct ml_json j;
+	ml_json_init(&j, &rsp->body);
+	ml_json_obj_begin(&j);
+	ml_json_kv_str(&j, "node", z->st->node);
+	ml_json_kv_str(&j, "trustDomain", z->st->trust_domain);
+	ml_json_kv_bool(&j, "ready", z->is_ready);
+	ml_json_key(&j, "workloads");
+	ml_json_arr_begin(&j);
+	for (unsigned i = 0; i < z->st->nworkloads; i++)
+		dump_workload(&j, z->st->workloads[i]);
+	ml_json_arr_end(&j);
+	ml_json_key(&j, "services");
+	ml_json_arr_begin(&j);
+	ml_json_arr_end(&j);
+	ml_json_key(&j, "policies");
+	ml_json_arr_begin(&j);
+	ml_json_arr_end(&j);
+	ml_json_key(&j, "certificates");
+	ml_json_arr_begin(&j);
+	int64_t now = (int64_t)(ml_wall_ms() / 1000);
+	for (unsigned i = 0; i < z->st->ncerts; i++) {
+		const struct zt_cert *c = &z->st->certs[i];
+		ml_json_obj_begin(&j);
+		ml_json_kv_str(&j, "identity", c->spiffe);
+		ml_json_kv_str(&j, "state", c->not_after > now ? "Available" : "Expired");
+		ml_json_kv_int(&j, "notAfter", c->not_after);
+		ml_json_kv_int(&j, "secondsLeft", c->not_after - now);
+		ml_json_kv_str(&j, "certChain", c->chain_path);
+		ml_json_obj_end(&j);
+	}
+	ml_json_arr_end(&j);
+	zt_proxy_dump(z->proxy, &j);
+	ml_json_obj_end(&j);
+	(void)ml_buf_puts(&rsp->body, "\n");
+	if (ml_json_error(&j) < 0) {
+		ml_buf_reset(&rsp->body);
+		rsp->status = 500;
+		(void)ml_buf_puts(&rsp->body, "config dump too large\n");
+		return;
+	}
+	rsp->content_type = "application/json";
+}
+
+static bool path_is(const struct ml_http1_req *req, const char *path)
+{
+	return memeq_str(req->path.p, req->path.len, path);
+}
+
+static void serve_metrics(struct ztunnel *z, struct ml_admin_rsp *rsp)
+{
+	if (ml_metrics_render(z->m.reg, &rsp->body) < 0) {
+		rsp->status = 500;
+		return;
+	}
+	rsp->content_type = "text/plain; version=0.0.4; charset=utf-8";
+}
+
+static void serve_ready(struct ztunnel *z, struct ml_admin_rsp *rsp)
+{
+	rsp->status = z->is_ready && !z->stopping ? 200 : 503;
+	(void)ml_buf_puts(&rsp->body, rsp->status == 200 ? "ready\n" : "not ready\n");
+}
+
+static void admin_handler(const struct ml_http1_req *req, struct ml_admin_rsp *rsp, void *ud)
+{
+	struct ztunnel *z = ud;
+	if (path_is(req, "/config_dump"))
+		config_dump(z, rsp);
+	else if (path_is(req, "/metrics") || path_is(req, "/stats/prometheus"))
+		serve_metrics(z, rsp);
+	else if (path_is(req, "/healthz/ready"))
+		serve_ready(z, rsp);
+	else if (path_is(req, "/"))
+		(void)ml_buf_puts(&rsp->body, "meshlite ztunnel admin\n"
+					      "  /config_dump     workloads, services, certificates, connections\n"
+					      "  /metrics         Prometheus metrics\n"
+					      "  /healthz/ready   readiness\n");
+	else {
+		rsp->status = 404;
+		(void)ml_buf_puts(&rsp->body, "not found; see /\n");
+	}
+}
+
+static void metrics_handler(const struct ml_http1_req *req, struct ml_admin_rsp *rsp, void *ud)
+{
+	if (path_is(req, "/metrics") || path_is(req, "/stats/prometheus"))
+		serve_metrics(ud, rsp);
+	else {
+		rsp->status = 404;
+		(void)ml_buf_puts(&rsp->body, "not found; metrics are at /metrics\n");
+	}
+}
+
+static void ready_handler(const struct ml_http1_req *req, struct ml_admin_rsp *rsp, void *ud)
+{
+	if (path_is(req, "/healthz/ready"))
+		serve_ready(ud, rsp);
+	else {
+		rsp->status = 404;
+		(void)ml_buf_puts(&rsp->body, "not found; readiness is at /healthz/ready\n");
+	}
+}
+
+static void on_signal(struct ml_loop *l, struct ml_op *op, int res, uint32_t flags)
+{
+	struct ztunnel *z = container_of(op, struct ztunnel, sig_op);
+	(void)flags;
+	if (res != (int)sizeof(z->si)) {
+		ml_loop_read(l, &z->sig_op, z->sfd, &z->si, sizeof(z->si));
+		return;
+	}
+	ml_log(ML_LOG_INFO, "ztunnel", "shutting down", ML_LS("signal", strsignal((int)z->si.ssi_signo)),
+	       ML_LU("active_connections", zt_proxy_active(z->proxy)));
+	z->stopping = true;
+	zt_proxy_drain(z->proxy);
+	ml_loop_stop(l);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "log-format", required_argument, NULL, 'F' },
+		{ "log-level", required_argument, NULL, 'L' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ 0 },
+	};
+	const char *config = NULL;
+	int o;
+	while ((o = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+		switch (o) {
+		case 'c':
+			config = optarg;
+			break;
+		case 'F': {
+			enum ml_log_format f;
+			if (ml_log_parse_format(optarg, &f) < 0) {
+				fprintf(stderr, "ztunnel: unknown log format '%s' (text or json)\n", optarg);
+				return 2;
+			}
+			ml_log_set_format(f);
+			break;
+		}
+		case 'L': {
+			enum ml_log_level lv;
+			if (ml_log_parse_level(optarg, &lv) < 0) {
+				fprintf(stderr, "ztunnel: unknown log level '%s'\n", optarg);
+				return 2;
+			}
+			ml_log_set_level(lv);
+			break;
+		}
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 'V':
+			printf("ztunnel (meshlite) 0.1.0\n");
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (!config || optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+	struct ztunnel z = { .sfd = -1 };
+	char err[512];
+	int r = zt_config_load(config, &z.st, err, sizeof(err));
+	if (r < 0) {
+		ml_log(ML_LOG_ERROR, "ztunnel", "cannot load configuration", ML_LS("config", config),
+		       ML_LS("error", err));
+		return 1;
+	}
+	/* Proxies hold two descriptors per connection: ask for the hard limit. */
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		(void)setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	sigset_t mask;
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	z.sfd = signalfd(-1, &mask, SFD_CLOEXEC);
+	z.l = ml_loop_new(NULL);
+	if (!z.l || z.sfd < 0) {
+		ml_log(ML_LOG_ERROR, "ztunnel", "cannot set up the event loop",
+		       ML_LS("error", strerror(errno)));
+		return 1;
+	}
+	if (zt_metrics_init(&z.m) < 0) {
+		ml_log(ML_LOG_ERROR, "ztunnel", "cannot set up metrics", ML_LS("error", "out of memory"));
+		return 1;
+	}
+	z.proxy = zt_proxy_new(z.l, z.st, &z.m, NULL, err, sizeof(err));
+	if (!z.proxy) {
+		ml_log(ML_LOG_ERROR, "ztunnel", "cannot start the proxy", ML_LS("error", err));
+		return 1;
+	}
+	z.admin = ml_admin_new(z.l, z.st->listen_admin, admin_handler, &z, err, sizeof(err));
+	if (z.admin)
+		z.metrics = ml_admin_new(z.l, z.st->listen_metrics, metrics_handler, &z, err,
+					 sizeof(err));
+	if (z.metrics)
+		z.ready = ml_admin_new(z.l, z.st->listen_readiness, ready_handler, &z, err,
+				       sizeof(err));
+	if (!z.ready) {
+		ml_log(ML_LOG_ERROR, "ztunnel", "cannot start admin servers", ML_LS("error", err));
+		return 1;
+	}
+	z.sig_op.cb = on_signal;
+	ml_loop_read(z.l, &z.sig_op, z.sfd, &z.si, sizeof(z.si));
+	/* Static configuration: everything is known once the listeners are up. */
+	z.is_ready = true;
+	ml_log(ML_LOG_INFO, "ztunnel", "ready", ML_LS("node", z.st->node),
+	       ML_LU("workloads", z.st->nworkloads), ML_LU("certificates", z.st->ncerts),
+	       ML_LS("outbound", z.st->listen_outbound), ML_LS("inbound", z.st->listen_inbound),
+	       ML_LS("admin", z.st->listen_admin), ML_LS("metrics", z.st->listen_metrics),
+	       ML_LS("readiness", z.st->listen_readiness));
+	r = ml_loop_run(z.l);
+	if (r < 0)
+		ml_log(ML_LOG_ERROR, "ztunnel", "event loop failed", ML_LS("error", strerror(-r)));
+	ml_admin_free(z.admin);
+	ml_admin_free(z.metrics);
+	ml_admin_free(z.ready);
+	zt_proxy_free(z.proxy);
+	ml_loop_free(z.l);
+	zt_metrics_fini(&z.m);
+	zt_state_free(z.st);
+	close(z.sfd);
+	return r < 0 ? 1 : 0;
+}

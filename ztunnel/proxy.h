@@ -1,0 +1,32 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The L4 data path: the outbound capture listener (15001), the inbound HBONE listener
+ * (15008), the pool of client HBONE tunnels, and the per-connection relays.
+ */
+#ifndef ZT_PROXY_H
+#define ZT_PROXY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "json.h"
+#include "loop.h"
+#include "state.h"
+#include "zmetrics.h"
+
+struct zt_proxy;
+
+struct zt_proxy_opts {
+	uint64_t pool_idle_ns; /* release idle client tunnels after this long; default 5 min */
+};
+
+struct zt_proxy *zt_proxy_new(struct ml_loop *l, struct zt_state *st, struct zt_metrics *m,
+			      const struct zt_proxy_opts *opts, char *err, size_t errlen);
+struct zt_proxy *zt_proxy_free(struct zt_proxy *p);
+/* Stop accepting and ask every tunnel to finish (GOAWAY). */
+void zt_proxy_drain(struct zt_proxy *p);
+unsigned zt_proxy_active(const struct zt_proxy *p);
+/* "connections" and "tunnels" arrays for /config_dump. */
+void zt_proxy_dump(const struct zt_proxy *p, struct ml_json *j);
+
+#endif

@@ -1,0 +1,209 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <arpa/inet.h>
+#include <stdio.h>
+
+#include "common.h"
+#include "state.h"
+
+struct zt_state *zt_state_new(void)
+{
+	return calloc(1, sizeof(struct zt_state));
+}
+
+struct zt_workload *zt_workload_free(struct zt_workload *w)
+{
+	if (!w)
+		return NULL;
+	free(w->uid);
+	free(w->name);
+	free(w->ns);
+	free(w->service_account);
+	free(w->trust_domain);
+	free(w->node);
+	free(w->cluster_id);
+	free(w->workload_name);
+	free(w->workload_type);
+	free(w->canonical_name);
+	free(w->canonical_revision);
+	free(w);
+	return NULL;
+}
+
+struct zt_state *zt_state_free(struct zt_state *st)
+{
+	if (!st)
+		return NULL;
+	for (unsigned i = 0; i < st->nworkloads; i++)
+		zt_workload_free(st->workloads[i]);
+	free(st->workloads);
+	for (unsigned i = 0; i < st->ncerts; i++) {
+		free(st->certs[i].chain_path);
+		free(st->certs[i].key_path);
+		ml_tls_ctx_unref(st->certs[i].ctx);
+	}
+	free(st->certs);
+	free(st->by_ip);
+	free(st->by_ip_key);
+	free(st->node);
+	free(st->cluster_id);
+	free(st->trust_domain);
+	free(st->root_cert_path);
+	free(st->listen_outbound);
+	free(st->listen_inbound);
+	free(st->listen_admin);
+	free(st->listen_metrics);
+	free(st->listen_readiness);
+	free(st);
+	return NULL;
+}
+
+static uint32_t ip_hash(const struct zt_ip *ip)
+{
+	/* FNV-1a over the address bytes */
+	uint32_t h = 2166136261u ^ ip->family;
+	unsigned n = ip->family == AF_INET6 ? 16 : 4;
+	for (unsigned i = 0; i < n; i++)
+		h = (h ^ ip->addr[i]) * 16777619u;
+	return h;
+}
+
+static bool ip_eq(const struct zt_ip *a, const struct zt_ip *b)
+{
+	return a->family == b->family &&
+	       memcmp(a->addr, b->addr, a->family == AF_INET6 ? 16 : 4) == 0;
+}
+
+static int index_grow(struct zt_state *st)
+{
+	unsigned ncap = st->by_ip_cap ? st->by_ip_cap * 2 : 64;
+	struct zt_workload **nw = calloc(ncap, sizeof(*nw));
+	struct zt_ip *nk = calloc(ncap, sizeof(*nk));
+	if (!nw || !nk) {
+		free(nw);
+		free(nk);
+		return -ENOMEM;
+	}
+	for (unsigned i = 0; i < st->by_ip_cap; i++) {
+		if (!st->by_ip[i])
+			continue;
+		unsigned j = ip_hash(&st->by_ip_key[i]) & (ncap - 1);
+		while (nw[j])
+			j = (j + 1) & (ncap - 1);
+		nw[j] = st->by_ip[i];
+		nk[j] = st->by_ip_key[i];
+	}
+	free(st->by_ip);
+	free(st->by_ip_key);
+	st->by_ip = nw;
+	st->by_ip_key = nk;
+	st->by_ip_cap = ncap;
+	return 0;
+}
+
+int zt_state_add_workload(struct zt_state *st, struct zt_workload *w)
+{
+	unsigned total = 0;
+	for (unsigned i = 0; i < st->by_ip_cap; i++)
+		total += st->by_ip[i] != NULL;
+	for (unsigned a = 0; a < w->naddrs; a++)
+		if (zt_state_workload_by_ip(st, &w->addrs[a]))
+			return -EEXIST;
+	if ((total + w->naddrs) * 2 >= st->by_ip_cap) {
+		int r = index_grow(st);
+		if (r < 0)
+			return r;
+		while ((total + w->naddrs) * 2 >= st->by_ip_cap)
+			if ((r = index_grow(st)) < 0)
+				return r;
+	}
+	struct zt_workload **nw = realloc(st->workloads, (st->nworkloads + 1) * sizeof(*nw));
+	if (!nw)
+		return -ENOMEM;
+	st->workloads = nw;
+	st->workloads[st->nworkloads++] = w;
+	for (unsigned a = 0; a < w->naddrs; a++) {
+		unsigned j = ip_hash(&w->addrs[a]) & (st->by_ip_cap - 1);
+		while (st->by_ip[j])
+			j = (j + 1) & (st->by_ip_cap - 1);
+		st->by_ip[j] = w;
+		st->by_ip_key[j] = w->addrs[a];
+	}
+	return 0;
+}
+
+const struct zt_workload *zt_state_workload_by_ip(const struct zt_state *st, const struct zt_ip *ip)
+{
+	if (!st->by_ip_cap)
+		return NULL;
+	unsigned j = ip_hash(ip) & (st->by_ip_cap - 1);
+	while (st->by_ip[j]) {
+		if (ip_eq(&st->by_ip_key[j], ip))
+			return st->by_ip[j];
+		j = (j + 1) & (st->by_ip_cap - 1);
+	}
+	return NULL;
+}
+
+const struct zt_cert *zt_state_cert(const struct zt_state *st, const struct ml_spiffe_id *id)
+{
+	for (unsigned i = 0; i < st->ncerts; i++)
+		if (ml_spiffe_eq(&st->certs[i].identity, id))
+			return &st->certs[i];
+	return NULL;
+}
+
+void zt_ip_from_sockaddr(struct zt_ip *ip, const struct sockaddr *sa)
+{
+	memset(ip, 0, sizeof(*ip));
+	if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+		/* A v4-mapped address is the IPv4 workload it names. */
+		if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+			ip->family = AF_INET;
+			memcpy(ip->addr, &s6->sin6_addr.s6_addr[12], 4);
+			return;
+		}
+		ip->family = AF_INET6;
+		memcpy(ip->addr, &s6->sin6_addr, 16);
+	} else {
+		ip->family = AF_INET;
+		memcpy(ip->addr, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+	}
+}
+
+int zt_ip_parse(const char *s, struct zt_ip *ret)
+{
+	struct zt_ip ip = { 0 };
+	if (inet_pton(AF_INET, s, ip.addr) == 1)
+		ip.family = AF_INET;
+	else if (inet_pton(AF_INET6, s, ip.addr) == 1)
+		ip.family = AF_INET6;
+	else
+		return -EINVAL;
+	*ret = ip;
+	return 0;
+}
+
+char *zt_ip_fmt(const struct zt_ip *ip, char *out, size_t outlen)
+{
+	if (!inet_ntop(ip->family == AF_INET6 ? AF_INET6 : AF_INET, ip->addr, out, (socklen_t)outlen))
+		snprintf(out, outlen, "unknown");
+	return out;
+}
+
+socklen_t zt_ip_sockaddr(const struct zt_ip *ip, uint16_t port, struct sockaddr_storage *ss)
+{
+	memset(ss, 0, sizeof(*ss));
+	if (ip->family == AF_INET6) {
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons(port);
+		memcpy(&s6->sin6_addr, ip->addr, 16);
+		return sizeof(*s6);
+	}
+	struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+	s4->sin_family = AF_INET;
+	s4->sin_port = htons(port);
+	memcpy(&s4->sin_addr, ip->addr, 4);
+	return sizeof(*s4);
+}

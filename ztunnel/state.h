@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * ztunnel's view of the mesh: workloads (the fields of istio.workload.Workload that the
+ * data path uses), services, and the certificates of the identities on this node.
+ * Filled from the static config file today (config.c) and by the xDS client later, so the
+ * model follows Istio's proto and not the file format.
+ */
+#ifndef ZT_STATE_H
+#define ZT_STATE_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "spiffe.h"
+#include "tls.h"
+
+enum zt_tunnel_proto { ZT_TUNNEL_NONE = 0, ZT_TUNNEL_HBONE = 1 };
+
+struct zt_ip {
+	uint8_t family; /* AF_INET or AF_INET6 */
+	uint8_t addr[16];
+};
+
+#define ZT_MAX_ADDRS 4
+
+struct zt_workload {
+	char *uid, *name, *ns, *service_account, *trust_domain, *node, *cluster_id;
+	char *workload_name, *workload_type, *canonical_name, *canonical_revision;
+	struct zt_ip addrs[ZT_MAX_ADDRS];
+	unsigned naddrs;
+	enum zt_tunnel_proto tunnel;
+	struct ml_spiffe_id identity;
+	char spiffe[ML_SPIFFE_MAX + 1]; /* spiffe://td/ns/<ns>/sa/<sa> */
+};
+
+struct zt_cert {
+	char *chain_path, *key_path;
+	struct ml_spiffe_id identity;
+	char spiffe[ML_SPIFFE_MAX + 1];
+	struct ml_tls_ctx *ctx;
+	int64_t not_after;
+};
+
+struct zt_state {
+	char *node, *cluster_id, *trust_domain, *root_cert_path;
+	char *listen_outbound, *listen_inbound, *listen_admin, *listen_metrics, *listen_readiness;
+	struct zt_workload **workloads;
+	unsigned nworkloads;
+	struct zt_cert *certs;
+	unsigned ncerts;
+	/* open-addressing index: IP -> workload */
+	struct zt_workload **by_ip;
+	struct zt_ip *by_ip_key;
+	unsigned by_ip_cap;
+};
+
+struct zt_state *zt_state_new(void);
+struct zt_state *zt_state_free(struct zt_state *st);
+/* Takes ownership of @w. -EEXIST if one of its IPs is already taken (by another uid). */
+int zt_state_add_workload(struct zt_state *st, struct zt_workload *w);
+struct zt_workload *zt_workload_free(struct zt_workload *w);
+const struct zt_workload *zt_state_workload_by_ip(const struct zt_state *st, const struct zt_ip *ip);
+const struct zt_cert *zt_state_cert(const struct zt_state *st, const struct ml_spiffe_id *id);
+
+void zt_ip_from_sockaddr(struct zt_ip *ip, const struct sockaddr *sa);
+int zt_ip_parse(const char *s, struct zt_ip *ret);
+char *zt_ip_fmt(const struct zt_ip *ip, char *out, size_t outlen);
+/* Build a sockaddr for @ip:@port. */
+socklen_t zt_ip_sockaddr(const struct zt_ip *ip, uint16_t port, struct sockaddr_storage *ss);
+
+/* Load the static configuration file (docs/ztunnel-config.md). */
+int zt_config_load(const char *path, struct zt_state **ret, char *err, size_t errlen);
+
+#endif
