@@ -74,6 +74,7 @@ struct zt_conn {
 	int32_t sid;
 	bool stream_live; /* the stream exists in the tunnel's HTTP/2 session */
 	bool app_fin_seen, tun_fin_seen, app_closed, peer_closed;
+	bool responded; /* inbound: the CONNECT has its answer (a non-200 ends the stream) */
 	uint64_t delivered, credited; /* stream bytes handed to app tx / credited back */
 	uint64_t to_dst, to_src;      /* request and response bytes */
 	uint64_t start_ns;
@@ -271,8 +272,10 @@ static void conn_finish(struct zt_conn *c, const char *error, bool abort)
 		conn_seterr(c, "%s", error);
 	c->state = C_DONE;
 	if (c->t && c->stream_live) {
-		/* A stream that has not ended in both directions cannot end cleanly any more. */
-		if (abort || !(c->app_fin_seen && c->tun_fin_seen))
+		/* A stream that has not ended in both directions cannot end cleanly any more;
+		 * an error response already ended it. */
+		if (!(c->responded && c->state != C_OPEN) &&
+		    (abort || !(c->app_fin_seen && c->tun_fin_seen)))
 			(void)ml_hbone_reset(c->t->h2, c->sid, 8 /* CANCEL */);
 		tunnel_mark_dirty(c->t);
 	} else if (c->t) {
@@ -757,8 +760,11 @@ static void h2_on_close(void *ud, int32_t sid, void *sud, uint32_t code)
 	c->stream_live = false;
 	tunnel_detach(c);
 	if (c->state != C_DONE) {
-		if (code != 0) {
-			conn_seterr(c, "stream reset by peer (HTTP/2 error %u)", code);
+		if (code != 0 || c->state != C_OPEN) {
+			if (code != 0)
+				conn_seterr(c, "stream reset by peer (HTTP/2 error %u)", code);
+			else
+				conn_seterr(c, "stream closed before the tunnel was established");
 			conn_finish(c, NULL, true);
 		} else {
 			conn_finish(c, NULL, false);
@@ -993,7 +999,8 @@ static void outbound_accept(struct ml_listener *ln, int fd, void *ud)
 
 static void send_response(struct zt_conn *c, int status)
 {
-	if (c->t && c->stream_live) {
+	if (c->t && c->stream_live && !c->responded) {
+		c->responded = true;
 		(void)ml_hbone_respond(c->t->h2, c->sid, status);
 		tunnel_mark_dirty(c->t);
 	}

@@ -1,0 +1,465 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * ml-testpeer: the client and server ends of the lab integration tests. Everything it sends
+ * is a deterministic pseudo-random stream (xorshift from a seed) so both ends can check
+ * every byte with SHA-256 without storing it.
+ *
+ *   ml-testpeer echo-server PORT           echo every connection back, half-close after EOF
+ *   ml-testpeer sha-server PORT            read to EOF, answer "<bytes> <sha256>\n", close
+ *   ml-testpeer push-server PORT BYTES     send BYTES (seed 7) and half-close, then read to EOF
+ *                                          and print "<bytes> <sha256>" of what came in
+ *   ml-testpeer send ADDR BYTES [SEED]     stream BYTES to a sha-server, half-close, check the
+ *                                          answer; prints MB/s
+ *   ml-testpeer pull ADDR BYTES SENDBYTES  read BYTES from a push-server until its EOF, check
+ *                                          them, then send SENDBYTES (seed 9) and half-close
+ *   ml-testpeer echo-check ADDR CONNS PARALLEL BYTES
+ *                                          CONNS connections (PARALLEL at a time) through an
+ *                                          echo-server, each with its own seed; all must match
+ *   ml-testpeer marker ADDR STRING COUNT  send STRING COUNT times to a sha-server, check the
+ *                                          answer (for "no plaintext on the wire" captures)
+ *   ml-testpeer probe ADDR                 connect, send a line, report what happens:
+ *                                          "refused", "reset", "eof" or "data"
+ * Exit status 0 = success/match, 1 = mismatch or error (with a message on stderr).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/sha.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+struct stream {
+	uint64_t s;
+};
+
+static void stream_fill(struct stream *st, uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if ((i & 7) == 0) {
+			st->s ^= st->s << 13;
+			st->s ^= st->s >> 7;
+			st->s ^= st->s << 17;
+		}
+		p[i] = (uint8_t)(st->s >> ((i & 7) * 8));
+	}
+}
+
+static int parse_addr(const char *s, struct sockaddr_in *sa)
+{
+	char host[64];
+	const char *c = strrchr(s, ':');
+	if (!c || (size_t)(c - s) >= sizeof(host))
+		return -1;
+	memcpy(host, s, (size_t)(c - s));
+	host[c - s] = 0;
+	memset(sa, 0, sizeof(*sa));
+	sa->sin_family = AF_INET;
+	sa->sin_port = htons((uint16_t)atoi(c + 1));
+	return inet_pton(AF_INET, host, &sa->sin_addr) == 1 ? 0 : -1;
+}
+
+static int dial(const char *addr)
+{
+	struct sockaddr_in sa;
+	if (parse_addr(addr, &sa) < 0) {
+		fprintf(stderr, "bad address %s\n", addr);
+		return -1;
+	}
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct timeval tv = { .tv_sec = 30 };
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		int e = errno;
+		close(fd);
+		errno = e;
+		return -1;
+	}
+	return fd;
+}
+
+static int listen_on(int port)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 4096) < 0) {
+		perror("listen");
+		exit(1);
+	}
+	return fd;
+}
+
+static int write_all(int fd, const uint8_t *p, size_t n)
+{
+	while (n) {
+		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+static void hex(const uint8_t *d, char *out)
+{
+	for (int i = 0; i < SHA256_DIGEST_LENGTH; i++)
+		snprintf(out + 2 * i, 3, "%02x", d[i]);
+}
+
+/* Expected SHA-256 of @n bytes of the stream with @seed. */
+static void stream_sha(uint64_t seed, uint64_t n, char *out)
+{
+	struct stream st = { seed };
+	SHA256_CTX c;
+	uint8_t buf[65536], d[SHA256_DIGEST_LENGTH];
+	SHA256_Init(&c);
+	while (n) {
+		size_t k = n < sizeof(buf) ? (size_t)n : sizeof(buf);
+		stream_fill(&st, buf, k);
+		SHA256_Update(&c, buf, k);
+		n -= k;
+	}
+	SHA256_Final(d, &c);
+	hex(d, out);
+}
+
+static int send_stream(int fd, uint64_t seed, uint64_t n)
+{
+	struct stream st = { seed };
+	uint8_t buf[65536];
+	while (n) {
+		size_t k = n < sizeof(buf) ? (size_t)n : sizeof(buf);
+		stream_fill(&st, buf, k);
+		if (write_all(fd, buf, k) < 0)
+			return -1;
+		n -= k;
+	}
+	return 0;
+}
+
+/* Read to EOF, hashing; returns bytes or -1. */
+static int64_t read_sha(int fd, char *out)
+{
+	SHA256_CTX c;
+	uint8_t buf[65536], d[SHA256_DIGEST_LENGTH];
+	int64_t total = 0;
+	SHA256_Init(&c);
+	for (;;) {
+		ssize_t r = recv(fd, buf, sizeof(buf), 0);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -1;
+		if (r == 0)
+			break;
+		SHA256_Update(&c, buf, (size_t)r);
+		total += r;
+	}
+	SHA256_Final(d, &c);
+	hex(d, out);
+	return total;
+}
+
+struct srv_arg {
+	int fd;
+	int mode;
+	uint64_t bytes;
+};
+
+static void *serve_conn(void *arg)
+{
+	struct srv_arg *a = arg;
+	int fd = a->fd;
+	uint8_t buf[65536];
+	char sha[65];
+	if (a->mode == 0) { /* echo */
+		for (;;) {
+			ssize_t r = recv(fd, buf, sizeof(buf), 0);
+			if (r < 0 && errno == EINTR)
+				continue;
+			if (r <= 0)
+				break;
+			if (write_all(fd, buf, (size_t)r) < 0)
+				break;
+		}
+		shutdown(fd, SHUT_WR);
+	} else if (a->mode == 1) { /* sha */
+		int64_t n = read_sha(fd, sha);
+		if (n >= 0) {
+			char line[128];
+			int l = snprintf(line, sizeof(line), "%lld %s\n", (long long)n, sha);
+			write_all(fd, (uint8_t *)line, (size_t)l);
+		}
+	} else { /* push */
+		if (send_stream(fd, 7, a->bytes) == 0) {
+			shutdown(fd, SHUT_WR);
+			int64_t n = read_sha(fd, sha);
+			printf("%lld %s\n", (long long)n, sha);
+			fflush(stdout);
+		}
+	}
+	close(fd);
+	free(a);
+	return NULL;
+}
+
+static int server(int mode, int port, uint64_t bytes)
+{
+	int lfd = listen_on(port);
+	for (;;) {
+		int fd = accept(lfd, NULL, NULL);
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			perror("accept");
+			return 1;
+		}
+		struct srv_arg *a = malloc(sizeof(*a));
+		*a = (struct srv_arg){ .fd = fd, .mode = mode, .bytes = bytes };
+		pthread_t th;
+		pthread_attr_t at;
+		pthread_attr_init(&at);
+		pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+		pthread_attr_setstacksize(&at, 256 * 1024);
+		if (pthread_create(&th, &at, serve_conn, a) != 0) {
+			close(fd);
+			free(a);
+		}
+		pthread_attr_destroy(&at);
+	}
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int cmd_send(const char *addr, uint64_t bytes, uint64_t seed)
+{
+	char want[65], got[65];
+	long long n = 0;
+	int fd = dial(addr);
+	if (fd < 0) {
+		fprintf(stderr, "connect %s: %s\n", addr, strerror(errno));
+		return 1;
+	}
+	double t0 = now_s();
+	if (send_stream(fd, seed, bytes) < 0) {
+		fprintf(stderr, "send: %s\n", strerror(errno));
+		return 1;
+	}
+	shutdown(fd, SHUT_WR);
+	char line[160] = { 0 };
+	size_t off = 0;
+	while (off < sizeof(line) - 1) {
+		ssize_t r = recv(fd, line + off, sizeof(line) - 1 - off, 0);
+		if (r <= 0)
+			break;
+		off += (size_t)r;
+	}
+	double dt = now_s() - t0;
+	close(fd);
+	stream_sha(seed, bytes, want);
+	if (sscanf(line, "%lld %64s", &n, got) != 2 || (uint64_t)n != bytes || strcmp(got, want)) {
+		fprintf(stderr, "mismatch: sent %llu bytes sha %s, server saw '%s'\n",
+			(unsigned long long)bytes, want, line);
+		return 1;
+	}
+	printf("ok %llu bytes sha256 %s %.1f MB/s\n", (unsigned long long)bytes, want,
+	       (double)bytes / dt / 1e6);
+	return 0;
+}
+
+static int cmd_pull(const char *addr, uint64_t bytes, uint64_t sendbytes)
+{
+	char want[65], got[65];
+	int fd = dial(addr);
+	if (fd < 0) {
+		fprintf(stderr, "connect %s: %s\n", addr, strerror(errno));
+		return 1;
+	}
+	int64_t n = read_sha(fd, got); /* the server half-closed: we see EOF... */
+	stream_sha(7, bytes, want);
+	if (n < 0 || (uint64_t)n != bytes || strcmp(got, want)) {
+		fprintf(stderr, "pull mismatch: got %lld bytes sha %s, want %llu sha %s\n",
+			(long long)n, got, (unsigned long long)bytes, want);
+		return 1;
+	}
+	/* ...and our direction must still be open. */
+	if (send_stream(fd, 9, sendbytes) < 0) {
+		fprintf(stderr, "send after peer half-close: %s\n", strerror(errno));
+		return 1;
+	}
+	shutdown(fd, SHUT_WR);
+	char c;
+	(void)recv(fd, &c, 1, 0);
+	close(fd);
+	stream_sha(9, sendbytes, want);
+	printf("ok pulled %llu bytes, then sent %llu bytes sha256 %s\n", (unsigned long long)bytes,
+	       (unsigned long long)sendbytes, want);
+	return 0;
+}
+
+struct ec_arg {
+	const char *addr;
+	unsigned next, conns, ok, bad;
+	uint64_t bytes;
+	pthread_mutex_t mu;
+};
+
+static void *ec_worker(void *arg)
+{
+	struct ec_arg *a = arg;
+	uint8_t *out = malloc(a->bytes), *in = malloc(a->bytes + 1);
+	for (;;) {
+		pthread_mutex_lock(&a->mu);
+		unsigned i = a->next < a->conns ? a->next++ : a->conns;
+		pthread_mutex_unlock(&a->mu);
+		if (i >= a->conns)
+			break;
+		struct stream st = { 1000 + i };
+		stream_fill(&st, out, a->bytes);
+		int good = 0, fd = dial(a->addr);
+		if (fd >= 0 && write_all(fd, out, a->bytes) == 0) {
+			shutdown(fd, SHUT_WR);
+			size_t got = 0;
+			for (;;) {
+				ssize_t r = recv(fd, in + got, a->bytes + 1 - got, 0);
+				if (r <= 0)
+					break;
+				got += (size_t)r;
+				if (got > a->bytes)
+					break;
+			}
+			good = got == a->bytes && memcmp(in, out, a->bytes) == 0;
+		}
+		if (fd >= 0)
+			close(fd);
+		pthread_mutex_lock(&a->mu);
+		if (good)
+			a->ok++;
+		else
+			a->bad++;
+		pthread_mutex_unlock(&a->mu);
+	}
+	free(out);
+	free(in);
+	return NULL;
+}
+
+static int cmd_echo_check(const char *addr, unsigned conns, unsigned parallel, uint64_t bytes)
+{
+	struct ec_arg a = { .addr = addr, .conns = conns, .bytes = bytes };
+	pthread_mutex_init(&a.mu, NULL);
+	pthread_t *th = calloc(parallel, sizeof(*th));
+	double t0 = now_s();
+	for (unsigned i = 0; i < parallel; i++)
+		pthread_create(&th[i], NULL, ec_worker, &a);
+	for (unsigned i = 0; i < parallel; i++)
+		pthread_join(th[i], NULL);
+	free(th);
+	printf("%s %u/%u connections byte-exact (%u failed) in %.2f s\n", a.bad ? "FAIL" : "ok",
+	       a.ok, conns, a.bad, now_s() - t0);
+	return a.bad ? 1 : 0;
+}
+
+static int cmd_marker(const char *addr, const char *marker, unsigned count)
+{
+	size_t ml = strlen(marker);
+	SHA256_CTX c;
+	uint8_t d[SHA256_DIGEST_LENGTH];
+	char want[65], got[65];
+	long long n = 0;
+	int fd = dial(addr);
+	if (fd < 0) {
+		fprintf(stderr, "connect %s: %s\n", addr, strerror(errno));
+		return 1;
+	}
+	SHA256_Init(&c);
+	for (unsigned i = 0; i < count; i++) {
+		if (write_all(fd, (const uint8_t *)marker, ml) < 0) {
+			fprintf(stderr, "send: %s\n", strerror(errno));
+			return 1;
+		}
+		SHA256_Update(&c, marker, ml);
+	}
+	SHA256_Final(d, &c);
+	hex(d, want);
+	shutdown(fd, SHUT_WR);
+	char line[160] = { 0 };
+	size_t off = 0;
+	while (off < sizeof(line) - 1) {
+		ssize_t r = recv(fd, line + off, sizeof(line) - 1 - off, 0);
+		if (r <= 0)
+			break;
+		off += (size_t)r;
+	}
+	close(fd);
+	if (sscanf(line, "%lld %64s", &n, got) != 2 || (size_t)n != ml * count || strcmp(got, want)) {
+		fprintf(stderr, "marker mismatch: server saw '%s'\n", line);
+		return 1;
+	}
+	printf("ok sent marker %u times\n", count);
+	return 0;
+}
+
+static int cmd_probe(const char *addr)
+{
+	int fd = dial(addr);
+	if (fd < 0) {
+		puts(errno == ECONNREFUSED ? "refused" : "error");
+		return 0;
+	}
+	(void)send(fd, "probe\n", 6, MSG_NOSIGNAL);
+	char buf[64];
+	ssize_t r = recv(fd, buf, sizeof(buf), 0);
+	if (r > 0)
+		puts("data");
+	else if (r == 0)
+		puts("eof");
+	else
+		puts(errno == ECONNRESET ? "reset" : "error");
+	close(fd);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	signal(SIGPIPE, SIG_IGN);
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (argc >= 3 && !strcmp(argv[1], "echo-server"))
+		return server(0, atoi(argv[2]), 0);
+	if (argc >= 3 && !strcmp(argv[1], "sha-server"))
+		return server(1, atoi(argv[2]), 0);
+	if (argc >= 4 && !strcmp(argv[1], "push-server"))
+		return server(2, atoi(argv[2]), strtoull(argv[3], NULL, 10));
+	if (argc >= 4 && !strcmp(argv[1], "send"))
+		return cmd_send(argv[2], strtoull(argv[3], NULL, 10),
+				argc > 4 ? strtoull(argv[4], NULL, 10) : 42);
+	if (argc >= 5 && !strcmp(argv[1], "pull"))
+		return cmd_pull(argv[2], strtoull(argv[3], NULL, 10), strtoull(argv[4], NULL, 10));
+	if (argc >= 6 && !strcmp(argv[1], "echo-check"))
+		return cmd_echo_check(argv[2], (unsigned)atoi(argv[3]), (unsigned)atoi(argv[4]),
+				      strtoull(argv[5], NULL, 10));
+	if (argc >= 5 && !strcmp(argv[1], "marker"))
+		return cmd_marker(argv[2], argv[3], (unsigned)atoi(argv[4]));
+	if (argc >= 3 && !strcmp(argv[1], "probe"))
+		return cmd_probe(argv[2]);
+	fprintf(stderr, "usage: see the comment at the top of tests/tools/ml-testpeer.c\n");
+	return 2;
+}
