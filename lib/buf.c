@@ -45,19 +45,30 @@ uint8_t *ml_buf_reserve(struct ml_buf *b, size_t n)
 	}
 	if (b->len + n <= b->cap)
 		return b->data + b->len;
-	/* Compact first: moving the unconsumed bytes may be enough. */
-	if (b->off > 0) {
+	/*
+	 * Compact only when the consumed prefix is at least as large as what is left, so a
+	 * queue that is appended to and consumed from moves each byte at most once on
+	 * average instead of once per append. The allocation may therefore reach twice the
+	 * cap (plus one byte for ml_buf_cstr), never more.
+	 */
+	if (b->off > 0 && (b->off >= used || b->cap >= 2 * b->max)) {
 		memmove(b->data, b->data + b->off, used);
 		b->off = 0;
 		b->len = used;
 		if (b->len + n <= b->cap)
 			return b->data + b->len;
 	}
+	size_t need = b->len + n;
 	size_t ncap = b->cap ? b->cap : 256;
-	while (ncap < used + n)
+	while (ncap < need)
 		ncap *= 2;
-	if (ncap > b->max + 1)
-		ncap = b->max + 1; /* +1 so ml_buf_cstr can always terminate */
+	if (ncap > 2 * b->max + 1)
+		ncap = 2 * b->max + 1;
+	if (ncap < need) {
+		/* cannot happen: need <= off + max and the branch above compacts at 2*max */
+		errno = ENOBUFS;
+		return NULL;
+	}
 	uint8_t *p = realloc(b->data, ncap);
 	if (!p) {
 		errno = ENOMEM;
