@@ -39,7 +39,7 @@ void ml_buf_commit(struct ml_buf *b, size_t n);
 int ml_buf_append(struct ml_buf *b, const void *p, size_t n);
 int ml_buf_puts(struct ml_buf *b, const char *s);
 int ml_buf_printf(struct ml_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-int ml_buf_vprintf(struct ml_buf *b, const char *fmt, va_list ap);
+int ml_buf_vprintf(struct ml_buf *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 void ml_buf_consume(struct ml_buf *b, size_t n);
 void ml_buf_reset(struct ml_buf *b);
 /* NUL-terminates the readable bytes (not counted in the length); -ENOBUFS at the cap. */

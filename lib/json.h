@@ -45,4 +45,9 @@ void ml_json_kv_bool(struct ml_json *j, const char *key, bool v);
 int ml_json_escape(struct ml_buf *out, const char *s, size_t len);
 int ml_json_error(const struct ml_json *j);
 
+/* Internal, shared with log.c and metrics.c: length (1-4) of the well-formed UTF-8 sequence
+ * at @s (RFC 3629: no overlongs, surrogates or code points above U+10FFFF), 0 if invalid or
+ * cut short by @len. */
+size_t ml_json__utf8_len(const char *s, size_t len);
+
 #endif

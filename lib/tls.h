@@ -31,7 +31,8 @@ struct ml_tls;     /* one connection */
  * @chain_pem: leaf first, then intermediates (may include the root).
  * @roots_pem: one or more trusted root certificates.
  * @trust_domain: the only trust domain accepted from peers (e.g. "cluster.local").
- * Returns NULL and sets errno (-EINVAL: bad PEM / key mismatch) on failure; @err (if not NULL,
+ * Returns NULL and sets errno (EINVAL: bad PEM / key mismatch / leaf not a SPIFFE SVID of
+ * @trust_domain; ENOMEM) on failure; @err (if not NULL,
  * @errlen bytes) receives a human-readable reason.
  */
 struct ml_tls_ctx *ml_tls_ctx_new(const char *chain_pem, const char *key_pem,
