@@ -1,0 +1,93 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * eBPF capture in the lab's nodes. The loader works in the caller's network namespace, so
+ * every call runs in a child that entered the node's namespace (cli_netns_run); what it
+ * installs (tc filters, the fwmark rule and local route) stays in the kernel after it exits.
+ */
+#include "lab-internal.h"
+
+#include <errno.h>
+#include <net/if.h>
+#include <string.h>
+
+#include "capture.h"
+#include "netns.h"
+#include "util.h"
+
+struct cap_arg {
+	const char *ifname;
+	enum ebpf_capture_kind kind;
+};
+
+static int ifindex_of(const char *ifname)
+{
+	unsigned idx = if_nametoindex(ifname);
+
+	if (!idx) {
+		int r = -errno;
+
+		cli_err("no interface %s in this node: %s", ifname, strerror(errno));
+		return r;
+	}
+	return (int)idx;
+}
+
+static int attach_fn(void *p)
+{
+	const struct cap_arg *a = p;
+	int idx, r;
+
+	if (a->kind == EBPF_CAPTURE_NODE) {
+		r = ebpf_capture_routing_setup();
+		if (r < 0) {
+			cli_err("capture routing (ip rule fwmark 0x%x lookup %d) setup failed: %s",
+				MESHLITE_CAPTURE_MARK, MESHLITE_CAPTURE_TABLE, strerror(-r));
+			return r;
+		}
+	}
+	idx = ifindex_of(a->ifname);
+	if (idx < 0)
+		return idx;
+	r = ebpf_capture_attach(idx, a->kind);
+	if (r < 0)
+		cli_err("cannot attach the %s capture program to %s: %s",
+			a->kind == EBPF_CAPTURE_NODE ? "node" : "pod", a->ifname, strerror(-r));
+	return r;
+}
+
+static int detach_fn(void *p)
+{
+	const struct cap_arg *a = p;
+	unsigned idx = if_nametoindex(a->ifname);
+	int r;
+
+	if (!idx)
+		return 0; /* the interface is gone, and its filters with it */
+	r = ebpf_capture_detach((int)idx);
+	if (r < 0)
+		cli_err("cannot detach the capture program from %s: %s", a->ifname, strerror(-r));
+	return r;
+}
+
+int cli_lab_capture_node(const char *node_netns, const char *uplink)
+{
+	struct cap_arg a = {.ifname = uplink, .kind = EBPF_CAPTURE_NODE};
+
+	return cli_netns_run(node_netns, attach_fn, &a);
+}
+
+int cli_lab_capture_pod(const char *node_netns, const char *host_if)
+{
+	struct cap_arg a = {.ifname = host_if, .kind = EBPF_CAPTURE_POD};
+
+	return cli_netns_run(node_netns, attach_fn, &a);
+}
+
+int cli_lab_capture_detach(const char *node_netns, const char *ifname)
+{
+	struct cap_arg a = {.ifname = ifname};
+
+	if (!cli_netns_exists(node_netns))
+		return 0;
+	return cli_netns_run(node_netns, detach_fn, &a);
+}
