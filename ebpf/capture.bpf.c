@@ -1,0 +1,315 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * tc ingress programs that hand TCP connections to ztunnel without iptables:
+ * bpf_sk_assign() picks the socket, skb->mark + one fwmark rule make the stack deliver the
+ * packet locally instead of forwarding it (ip_forward() drops any skb that carries a socket).
+ *
+ * capture_pod:  ingress of an enrolled pod's host-side veth (packets leaving the pod).
+ * capture_node: ingress of the node's uplink (HBONE arriving for pods on this node).
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "capture.h"
+
+/* uapi macros: BTF only carries types and enums */
+#define TC_ACT_UNSPEC (-1)
+#define TC_ACT_OK 0
+#define TC_ACT_SHOT 2
+#define ETH_HLEN 14
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+#define IP_MF 0x2000
+#define IP_OFFSET 0x1fff
+#define NEXTHDR_HOP 0
+#define NEXTHDR_TCP 6
+#define NEXTHDR_ROUTING 43
+#define NEXTHDR_FRAGMENT 44
+#define NEXTHDR_AUTH 51
+#define NEXTHDR_DEST 60
+#define IP6_MF 0x0001
+#define IP6_OFFSET 0xfff8
+
+/* Extension headers walked before giving up on an IPv6 packet. */
+#define MAX_EXTHDRS 6
+/* Linear bytes asked of bpf_skb_pull_data() when the headers are not all in the head. */
+#define PULL_LEN 512
+
+/* Overridable through skel->rodata before load (tests use other ports). */
+const volatile __u16 outbound_port = MESHLITE_CAPTURE_OUTBOUND_PORT;
+const volatile __u16 inbound_port = MESHLITE_CAPTURE_INBOUND_PORT;
+const volatile __u32 capture_mark = MESHLITE_CAPTURE_MARK;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, EBPF_CAPTURE_STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} ml_cap_stats_v1 SEC(".maps");
+
+/*
+ * Not ours: let the next tc filter, if any, decide (TCX_NEXT semantics); with no other
+ * filter the packet continues exactly as with TC_ACT_OK.
+ */
+#define VERDICT_PASS TC_ACT_UNSPEC
+
+enum parse_ret {
+	PARSE_TCP,
+	PARSE_OTHER,   /* not TCP, or not a well-formed TCP segment: not ours */
+	PARSE_SHORT,   /* headers continue past the linear part of the skb */
+	PARSE_UNKNOWN, /* TCP fragment, or too many extension headers to tell */
+};
+
+struct pkt {
+	struct bpf_sock_tuple tuple;
+	bool v6;
+	__u32 need; /* PARSE_SHORT: bytes of packet the parser wants to see */
+	bool syn;   /* SYN without ACK: a new connection */
+};
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&ml_cap_stats_v1, &idx);
+
+	if (v)
+		(*v)++;
+}
+
+static __always_inline int parse_tcp(void *data, void *data_end, __u32 off, struct pkt *p,
+				     __be16 *sport, __be16 *dport)
+{
+	struct tcphdr *th = data + off;
+
+	if ((void *)(th + 1) > data_end) {
+		p->need = off + sizeof(*th);
+		return PARSE_SHORT;
+	}
+	*sport = th->source;
+	*dport = th->dest;
+	p->syn = th->syn && !th->ack;
+	return PARSE_TCP;
+}
+
+static __always_inline int parse_ipv4(void *data, void *data_end, struct pkt *p)
+{
+	struct iphdr *iph = data + ETH_HLEN;
+	__u32 ihl;
+
+	if ((void *)(iph + 1) > data_end) {
+		p->need = ETH_HLEN + sizeof(*iph);
+		return PARSE_SHORT;
+	}
+	if (iph->protocol != IPPROTO_TCP)
+		return PARSE_OTHER;
+	ihl = iph->ihl * 4;
+	if (ihl < sizeof(*iph))
+		return PARSE_OTHER; /* ip_rcv() drops it */
+	/* Only the first fragment has ports, and the rest would be forwarded in plaintext. */
+	if (iph->frag_off & bpf_htons(IP_MF | IP_OFFSET))
+		return PARSE_UNKNOWN;
+	p->tuple.ipv4.saddr = iph->saddr;
+	p->tuple.ipv4.daddr = iph->daddr;
+	return parse_tcp(data, data_end, ETH_HLEN + ihl, p, &p->tuple.ipv4.sport,
+			 &p->tuple.ipv4.dport);
+}
+
+/* RFC 8200 §4: walk extension headers so TCP behind them is not a way around capture. */
+static __always_inline int parse_ipv6(void *data, void *data_end, struct pkt *p)
+{
+	struct ipv6hdr *ip6h = data + ETH_HLEN;
+	__u32 off = ETH_HLEN + sizeof(*ip6h);
+	__u8 nexthdr;
+
+	if ((void *)(ip6h + 1) > data_end) {
+		p->need = off;
+		return PARSE_SHORT;
+	}
+	nexthdr = ip6h->nexthdr;
+
+#pragma unroll
+	for (int i = 0; i < MAX_EXTHDRS; i++) {
+		__u8 *h = data + off;
+		__u16 frag;
+
+		if (nexthdr == NEXTHDR_TCP)
+			break;
+		if (nexthdr != NEXTHDR_HOP && nexthdr != NEXTHDR_ROUTING &&
+		    nexthdr != NEXTHDR_FRAGMENT && nexthdr != NEXTHDR_AUTH &&
+		    nexthdr != NEXTHDR_DEST)
+			return PARSE_OTHER;
+		/* every extension header is at least 8 bytes */
+		if ((void *)(h + 8) > data_end) {
+			p->need = off + 8;
+			return PARSE_SHORT;
+		}
+		switch (nexthdr) {
+		case NEXTHDR_FRAGMENT:
+			frag = bpf_ntohs(*(__be16 *)(h + 2));
+			/* offset 0 without M is an atomic fragment (RFC 6946): parse on */
+			if (frag & (IP6_MF | IP6_OFFSET))
+				return PARSE_UNKNOWN;
+			off += 8;
+			break;
+		case NEXTHDR_AUTH:
+			off += ((__u32)h[1] + 2) * 4;
+			break;
+		default:
+			off += ((__u32)h[1] + 1) * 8;
+			break;
+		}
+		nexthdr = h[0];
+	}
+	if (nexthdr != NEXTHDR_TCP)
+		return PARSE_UNKNOWN;
+
+	__builtin_memcpy(p->tuple.ipv6.saddr, &ip6h->saddr, 16);
+	__builtin_memcpy(p->tuple.ipv6.daddr, &ip6h->daddr, 16);
+	p->v6 = true;
+	return parse_tcp(data, data_end, off, p, &p->tuple.ipv6.sport, &p->tuple.ipv6.dport);
+}
+
+static __always_inline int parse_once(struct __sk_buff *skb, __u16 proto, struct pkt *p)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+
+	if (proto == bpf_htons(ETH_P_IP))
+		return parse_ipv4(data, data_end, p);
+	return parse_ipv6(data, data_end, p);
+}
+
+/*
+ * Headers normally sit in the linear part; a crafted skb (packet socket with a short
+ * vnet hdr_len) may not, and must not slip past unparsed, so pull once and look again.
+ */
+static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
+{
+	__u16 proto = skb->protocol;
+	__u32 len = skb->len;
+	int ret;
+
+	if (proto != bpf_htons(ETH_P_IP) && proto != bpf_htons(ETH_P_IPV6))
+		return PARSE_OTHER;
+	ret = parse_once(skb, proto, p);
+	if (ret != PARSE_SHORT)
+		return ret;
+	if (p->need > len)
+		return PARSE_OTHER; /* truncated: not a TCP segment the stack would accept */
+	if (bpf_skb_pull_data(skb, len < PULL_LEN ? len : PULL_LEN))
+		return PARSE_UNKNOWN;
+	ret = parse_once(skb, proto, p);
+	if (ret != PARSE_SHORT)
+		return ret;
+	return p->need > len ? PARSE_OTHER : PARSE_UNKNOWN;
+}
+
+/*
+ * The mark is written before bpf_sk_assign(): it is what routes the packet to "local"
+ * (table MESHLITE_CAPTURE_TABLE); without it ip_forward() drops the socket-carrying skb.
+ */
+static __always_inline int assign(struct __sk_buff *skb, struct bpf_sock *sk, bool listener)
+{
+	long err;
+
+	skb->mark = capture_mark;
+	err = bpf_sk_assign(skb, sk, 0);
+	bpf_sk_release(sk);
+	if (err) {
+		/*
+		 * An existing socket is still found by the stack's own lookup once the mark
+		 * delivers the packet locally; a SYN for the listener would instead reach
+		 * whatever listens on the original port, so drop it.
+		 */
+		count(EBPF_CAPTURE_STAT_ASSIGN_ERR);
+		return listener ? TC_ACT_SHOT : TC_ACT_OK;
+	}
+	count(listener ? EBPF_CAPTURE_STAT_SYN : EBPF_CAPTURE_STAT_ESTAB);
+	return TC_ACT_OK;
+}
+
+/* The tuple size must be a verifier-known constant. */
+static __always_inline struct bpf_sock *lookup(struct __sk_buff *skb, struct pkt *p)
+{
+	if (p->v6)
+		return bpf_skc_lookup_tcp(skb, &p->tuple, sizeof(p->tuple.ipv6),
+					  BPF_F_CURRENT_NETNS, 0);
+	return bpf_skc_lookup_tcp(skb, &p->tuple, sizeof(p->tuple.ipv4), BPF_F_CURRENT_NETNS, 0);
+}
+
+static __always_inline int capture(struct __sk_buff *skb, bool pod)
+{
+	struct pkt p = {};
+	struct bpf_sock *sk;
+	__u16 port;
+
+	switch (parse(skb, &p)) {
+	case PARSE_TCP:
+		break;
+	case PARSE_UNKNOWN:
+		if (!pod)
+			return VERDICT_PASS;
+		/* fail closed: whatever this is must not leave the pod unproxied */
+		count(EBPF_CAPTURE_STAT_UNPARSED);
+		return TC_ACT_SHOT;
+	default:
+		return VERDICT_PASS;
+	}
+
+	port = pod ? outbound_port : inbound_port;
+	if (!pod) {
+		__be16 dport = p.v6 ? p.tuple.ipv6.dport : p.tuple.ipv4.dport;
+
+		if (dport != bpf_htons(port))
+			return VERDICT_PASS;
+	}
+
+	/*
+	 * An existing connection: ztunnel's accepted transparent sockets (local address = the
+	 * original destination), its own connections to the pod, or a request socket
+	 * (TCP_NEW_SYN_RECV: the handshake's last ACK goes through the listener's queue).
+	 * A listener matched by the 4-tuple is not ours (it listens on the original port).
+	 * A new SYN meeting TIME_WAIT goes to our listener: the TIME_WAIT socket would only
+	 * look for a listener on the original port and answer with a stale ACK.
+	 */
+	sk = lookup(skb, &p);
+	if (sk) {
+		if (sk->state != BPF_TCP_LISTEN && !(p.syn && sk->state == BPF_TCP_TIME_WAIT))
+			return assign(skb, sk, false);
+		bpf_sk_release(sk);
+	}
+	if (!p.syn)
+		return VERDICT_PASS; /* e.g. a stray segment; the peer's stack answers it */
+
+	/* The listener: same tuple with the destination unspecified and our port. */
+	if (p.v6) {
+		__builtin_memset(p.tuple.ipv6.daddr, 0, sizeof(p.tuple.ipv6.daddr));
+		p.tuple.ipv6.dport = bpf_htons(port);
+	} else {
+		p.tuple.ipv4.daddr = 0;
+		p.tuple.ipv4.dport = bpf_htons(port);
+	}
+	sk = lookup(skb, &p);
+	if (sk) {
+		if (sk->state == BPF_TCP_LISTEN)
+			return assign(skb, sk, true);
+		bpf_sk_release(sk);
+	}
+	/* ztunnel is down: never let the connection leave in plaintext */
+	count(EBPF_CAPTURE_STAT_NO_LISTENER);
+	return TC_ACT_SHOT;
+}
+
+SEC("tc")
+int capture_pod(struct __sk_buff *skb)
+{
+	return capture(skb, true);
+}
+
+SEC("tc")
+int capture_node(struct __sk_buff *skb)
+{
+	return capture(skb, false);
+}
+
+char LICENSE[] SEC("license") = "Apache-2.0";

@@ -1,0 +1,189 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* meshlite-capture: attach/detach/inspect the capture programs and their routing by hand. */
+#include <errno.h>
+#include <net/if.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <bpf/libbpf.h>
+
+#include "capture.h"
+
+#define PROG "meshlite-capture"
+
+static const char usage[] =
+	"Usage: " PROG " [-v] COMMAND\n"
+	"\n"
+	"Capture an interface's TCP traffic into ztunnel with tc + bpf_sk_assign, in the\n"
+	"current network namespace (run it under \"ip netns exec NODE\").\n"
+	"\n"
+	"Commands:\n"
+	"  attach pod IFNAME    capture connections leaving a pod (its host-side veth)\n"
+	"                       into the listener on :15001; no listener: SYNs dropped\n"
+	"  attach node IFNAME   capture HBONE (dport 15008) arriving on the node's uplink\n"
+	"  detach IFNAME        remove our filter (succeeds if none is attached)\n"
+	"  status IFNAME        print whether our filter is attached, and its counters;\n"
+	"                       exit status 0 if attached, 1 if not\n"
+	"  routing setup        ip rule fwmark 0x111 lookup 133 + local 0.0.0.0/0, ::/0 dev lo\n"
+	"  routing teardown     remove them (succeeds if absent)\n"
+	"\n"
+	"Options:\n"
+	"  -v, --verbose        show libbpf's messages (verifier log on load failures)\n"
+	"  -h, --help           show this help\n";
+
+static const char *const stat_names[EBPF_CAPTURE_STAT_MAX] = {
+	[EBPF_CAPTURE_STAT_SYN] = "syn_captured",
+	[EBPF_CAPTURE_STAT_ESTAB] = "established_assigned",
+	[EBPF_CAPTURE_STAT_NO_LISTENER] = "dropped_no_listener",
+	[EBPF_CAPTURE_STAT_ASSIGN_ERR] = "assign_errors",
+	[EBPF_CAPTURE_STAT_UNPARSED] = "dropped_unparsed",
+};
+
+static bool verbose;
+
+__attribute__((format(printf, 2, 0))) static int libbpf_print(enum libbpf_print_level level,
+							      const char *fmt, va_list ap)
+{
+	if (!verbose)
+		return 0;
+	return vfprintf(stderr, fmt, ap);
+}
+
+__attribute__((format(printf, 2, 3))) static int fail(int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs(PROG ": ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, ": %s\n", strerror(err < 0 ? -err : err));
+	return EXIT_FAILURE;
+}
+
+static int usage_error(const char *msg)
+{
+	fprintf(stderr, PROG ": %s\nTry '" PROG " --help'.\n", msg);
+	return EXIT_FAILURE;
+}
+
+/* Resolves IFNAME in the current namespace; 0 with errno set if there is none. */
+static int ifindex_of(const char *ifname)
+{
+	unsigned int idx;
+
+	if (strlen(ifname) >= IF_NAMESIZE) {
+		errno = ENAMETOOLONG;
+		return 0;
+	}
+	idx = if_nametoindex(ifname);
+	return (int)idx;
+}
+
+static int cmd_attach(const char *kind, const char *ifname)
+{
+	enum ebpf_capture_kind k;
+	int ifindex, err;
+
+	if (strcmp(kind, "pod") == 0)
+		k = EBPF_CAPTURE_POD;
+	else if (strcmp(kind, "node") == 0)
+		k = EBPF_CAPTURE_NODE;
+	else
+		return usage_error("attach: kind must be 'pod' or 'node'");
+	ifindex = ifindex_of(ifname);
+	if (!ifindex)
+		return fail(errno, "attach to %s", ifname);
+	err = ebpf_capture_attach(ifindex, k);
+	if (err)
+		return fail(err, "attach to %s", ifname);
+	return EXIT_SUCCESS;
+}
+
+static int cmd_detach(const char *ifname)
+{
+	int ifindex, err;
+
+	ifindex = ifindex_of(ifname);
+	if (!ifindex)
+		return fail(errno, "detach from %s", ifname);
+	err = ebpf_capture_detach(ifindex);
+	if (err)
+		return fail(err, "detach from %s", ifname);
+	return EXIT_SUCCESS;
+}
+
+static int cmd_status(const char *ifname)
+{
+	uint64_t stats[EBPF_CAPTURE_STAT_MAX];
+	int ifindex, err;
+
+	ifindex = ifindex_of(ifname);
+	if (!ifindex)
+		return fail(errno, "status of %s", ifname);
+	if (!ebpf_capture_attached(ifindex)) {
+		printf("%s: not attached\n", ifname);
+		return EXIT_FAILURE;
+	}
+	printf("%s: attached\n", ifname);
+	err = ebpf_capture_stats(ifindex, stats);
+	if (err)
+		return fail(err, "counters of %s", ifname);
+	for (int i = 0; i < EBPF_CAPTURE_STAT_MAX; i++)
+		printf("  %s %llu\n", stat_names[i], (unsigned long long)stats[i]);
+	return EXIT_SUCCESS;
+}
+
+static int cmd_routing(const char *what)
+{
+	int err;
+
+	if (strcmp(what, "setup") == 0) {
+		err = ebpf_capture_routing_setup();
+		if (err == -ENETDOWN)
+			return fail(err, "routing setup (is lo up?)");
+		if (err)
+			return fail(err, "routing setup");
+	} else if (strcmp(what, "teardown") == 0) {
+		err = ebpf_capture_routing_teardown();
+		if (err)
+			return fail(err, "routing teardown");
+	} else {
+		return usage_error("routing: expected 'setup' or 'teardown'");
+	}
+	return EXIT_SUCCESS;
+}
+
+int main(int argc, char **argv)
+{
+	int i = 1;
+
+	for (; i < argc && argv[i][0] == '-'; i++) {
+		if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+			fputs(usage, stdout);
+			return EXIT_SUCCESS;
+		}
+		if (strcmp(argv[i], "-v") == 0 || strcmp(argv[i], "--verbose") == 0)
+			verbose = true;
+		else
+			return usage_error("unknown option");
+	}
+	libbpf_set_print(libbpf_print);
+	argc -= i;
+	argv += i;
+
+	if (argc == 3 && strcmp(argv[0], "attach") == 0)
+		return cmd_attach(argv[1], argv[2]);
+	if (argc == 2 && strcmp(argv[0], "detach") == 0)
+		return cmd_detach(argv[1]);
+	if (argc == 2 && strcmp(argv[0], "status") == 0)
+		return cmd_status(argv[1]);
+	if (argc == 2 && strcmp(argv[0], "routing") == 0)
+		return cmd_routing(argv[1]);
+	if (argc == 0)
+		return usage_error("missing command");
+	return usage_error("unknown command or wrong number of arguments");
+}
