@@ -14,7 +14,8 @@
  *
  * Limits (reliability-anchors §2.2): max concurrent streams 100 (server advertises, client
  * respects), decoded header block <= 64 KiB, stream window 4 MiB, connection window 16 MiB,
- * max frame 1 MiB(advertised)... rapid-reset limiter on, outbound control-frame queue capped.
+ * max frame 16 KiB (advertised; hbone.c says why), rapid-reset limiter on, outbound
+ * control-frame queue capped.
  */
 #ifndef ML_HBONE_H
 #define ML_HBONE_H
@@ -31,7 +32,8 @@
 
 struct ml_hbone;
 
-/* A CONNECT request as the server received it. Strings are NUL-terminated copies. */
+/* A CONNECT request as the server received it. Strings are NUL-terminated copies, valid
+ * only during on_request (copy what you keep). */
 struct ml_hbone_req {
 	const char *method;      /* as received */
 	const char *authority;   /* may be NULL if absent */
@@ -101,6 +103,9 @@ int ml_hbone_reset(struct ml_hbone *h, int32_t sid, uint32_t error_code);
 void ml_hbone_consumed(struct ml_hbone *h, int32_t sid, size_t n);
 /* Send GOAWAY (graceful: existing streams finish). */
 int ml_hbone_goaway(struct ml_hbone *h);
+/* Queue a PING. The peer's ACK arrives through ml_hbone_feed(); a caller that has fed no
+ * bytes for the PING timeout after this (10 s / 20 s, reliability-anchors H16) closes. */
+int ml_hbone_ping(struct ml_hbone *h);
 
 /*
  * Validate a server-side request per HBONE rules. Returns 0 if acceptable (and fills
