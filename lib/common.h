@@ -12,24 +12,9 @@
 #include <unistd.h>
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
-/* Each argument is evaluated once (and nesting is fine: the temporaries get unique names). */
-#define ML__CAT2(a, b) a##b
-#define ML__CAT(a, b) ML__CAT2(a, b)
-#define ML__UNIQ(x) ML__CAT(x, __COUNTER__)
-#define ML__MIN(a, b, ua, ub)                                                                      \
-	({                                                                                         \
-		__typeof__(a) ua = (a);                                                            \
-		__typeof__(b) ub = (b);                                                            \
-		ua < ub ? ua : ub;                                                                 \
-	})
-#define ML__MAX(a, b, ua, ub)                                                                      \
-	({                                                                                         \
-		__typeof__(a) ua = (a);                                                            \
-		__typeof__(b) ub = (b);                                                            \
-		ua > ub ? ua : ub;                                                                 \
-	})
-#define ML_MIN(a, b) ML__MIN(a, b, ML__UNIQ(ml_min_a_), ML__UNIQ(ml_min_b_))
-#define ML_MAX(a, b) ML__MAX(a, b, ML__UNIQ(ml_max_a_), ML__UNIQ(ml_max_b_))
+/* Arguments may be evaluated twice: pass plain values, not calls with side effects. */
+#define ML_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define ML_MAX(a, b) ((a) > (b) ? (a) : (b))
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
 
