@@ -17,6 +17,8 @@
  *                                          echo-server, each with its own seed; all must match
  *   ml-testpeer marker ADDR STRING COUNT  send STRING COUNT times to a sha-server, check the
  *                                          answer (for "no plaintext on the wire" captures)
+ *   ml-testpeer http-server PORT SIZE      keep-alive HTTP/1.1 server answering every request
+ *                                          with SIZE bytes (load-generator target for wrk)
  *   ml-testpeer probe ADDR                 connect, send a line, report what happens:
  *                                          "refused", "reset", "eof" or "data"
  * Exit status 0 = success/match, 1 = mismatch or error (with a message on stderr).
@@ -33,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -179,6 +182,41 @@ struct srv_arg {
 	uint64_t bytes;
 };
 
+/* Keep-alive HTTP/1.1: answer each request head (up to CRLFCRLF) with a fixed body. */
+static void serve_http(int fd, uint64_t size)
+{
+	char head[128], buf[16384];
+	uint8_t *body = malloc(size ? size : 1);
+	memset(body, 'x', size);
+	int hl = snprintf(head, sizeof(head),
+			  "HTTP/1.1 200 OK\r\nContent-Length: %llu\r\nContent-Type: text/plain\r\n\r\n",
+			  (unsigned long long)size);
+	size_t have = 0;
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	for (;;) {
+		ssize_t r = recv(fd, buf + have, sizeof(buf) - 1 - have, 0);
+		if (r <= 0)
+			break;
+		have += (size_t)r;
+		buf[have] = 0;
+		char *end;
+		while ((end = strstr(buf, "\r\n\r\n")) != NULL) {
+			size_t used = (size_t)(end + 4 - buf);
+			struct iovec iov[2] = { { head, (size_t)hl }, { body, size } };
+			struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
+			if (sendmsg(fd, &mh, MSG_NOSIGNAL) < 0)
+				goto out;
+			memmove(buf, buf + used, have - used + 1);
+			have -= used;
+		}
+		if (have >= sizeof(buf) - 1)
+			break;
+	}
+out:
+	free(body);
+}
+
 static void *serve_conn(void *arg)
 {
 	struct srv_arg *a = arg;
@@ -203,6 +241,8 @@ static void *serve_conn(void *arg)
 			int l = snprintf(line, sizeof(line), "%lld %s\n", (long long)n, sha);
 			write_all(fd, (uint8_t *)line, (size_t)l);
 		}
+	} else if (a->mode == 3) {
+		serve_http(fd, a->bytes);
 	} else { /* push */
 		if (send_stream(fd, 7, a->bytes) == 0) {
 			shutdown(fd, SHUT_WR);
@@ -448,6 +488,8 @@ int main(int argc, char **argv)
 		return server(1, atoi(argv[2]), 0);
 	if (argc >= 4 && !strcmp(argv[1], "push-server"))
 		return server(2, atoi(argv[2]), strtoull(argv[3], NULL, 10));
+	if (argc >= 4 && !strcmp(argv[1], "http-server"))
+		return server(3, atoi(argv[2]), strtoull(argv[3], NULL, 10));
 	if (argc >= 4 && !strcmp(argv[1], "send"))
 		return cmd_send(argv[2], strtoull(argv[3], NULL, 10),
 				argc > 4 ? strtoull(argv[4], NULL, 10) : 42);
