@@ -174,3 +174,8 @@ struct ml_admin *ml_admin_free(struct ml_admin *a)
 	free(a);
 	return NULL;
 }
+
+int ml_admin_fd(const struct ml_admin *a)
+{
+	return ml_listener_fd(a->ln);
+}

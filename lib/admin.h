@@ -27,5 +27,7 @@ typedef void (*ml_admin_fn)(const struct ml_http1_req *req, struct ml_admin_rsp 
 struct ml_admin *ml_admin_new(struct ml_loop *l, const char *addr, ml_admin_fn fn, void *ud,
 			      char *err, size_t errlen);
 struct ml_admin *ml_admin_free(struct ml_admin *a);
+/* The listening socket (e.g. to learn the port after binding port 0). */
+int ml_admin_fd(const struct ml_admin *a);
 
 #endif
