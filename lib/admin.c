@@ -24,7 +24,19 @@ struct ml_admin {
 	struct admin_conn *conns;
 	unsigned nconns;
 	struct ml_timer reaper;
+	bool closing;
 };
+
+static void admin_maybe_free(struct ml_admin *a)
+{
+	if (a->closing && a->nconns == 0 && !a->reaper.op.busy)
+		free(a);
+}
+
+static void reaper_stopped(struct ml_timer *t)
+{
+	admin_maybe_free(t->ud);
+}
 
 static void answer(struct admin_conn *c, const struct ml_http1_req *req, int status)
 {
@@ -98,6 +110,7 @@ static void conn_closed(struct ml_sock *s)
 	a->nconns--;
 	ml_buf_release(&c->in);
 	free(c);
+	admin_maybe_free(a);
 }
 
 static const struct ml_sock_cbs conn_cbs = {
@@ -161,6 +174,7 @@ struct ml_admin *ml_admin_new(struct ml_loop *l, const char *addr, ml_admin_fn f
 		return NULL;
 	}
 	a->reaper.fn = reap;
+	a->reaper.on_stop = reaper_stopped;
 	a->reaper.ud = a;
 	ml_timer_start(l, &a->reaper, 1000000000ull, 1000000000ull);
 	return a;
@@ -170,12 +184,18 @@ struct ml_admin *ml_admin_free(struct ml_admin *a)
 {
 	if (!a)
 		return NULL;
-	ml_listener_free(a->ln);
-	free(a);
+	/* Memory goes once the timer and every connection have completed (the loop must
+	 * run a little longer, e.g. ml_loop_run_for()). */
+	a->closing = true;
+	a->ln = ml_listener_free(a->ln);
+	for (struct admin_conn *c = a->conns; c; c = c->next)
+		ml_sock_close(c->s, true);
+	ml_timer_stop(a->l, &a->reaper);
+	admin_maybe_free(a);
 	return NULL;
 }
 
 int ml_admin_fd(const struct ml_admin *a)
 {
-	return ml_listener_fd(a->ln);
+	return a->ln ? ml_listener_fd(a->ln) : -1;
 }

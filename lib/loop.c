@@ -63,6 +63,7 @@ struct ml_sock {
 struct ml_listener {
 	struct ml_loop *l;
 	int fd;
+	bool closing; /* freed once its accept and retry timer have completed */
 	struct ml_op op;
 	struct ml_timer retry;
 	ml_accept_fn fn;
@@ -253,6 +254,35 @@ int ml_loop_run(struct ml_loop *l)
 	return 0;
 }
 
+int ml_loop_run_for(struct ml_loop *l, uint64_t ns)
+{
+	uint64_t end = ml_now_ns() + ns;
+	while (ml_now_ns() < end) {
+		struct io_uring_cqe *cqe;
+		struct __kernel_timespec ts = { .tv_sec = 0, .tv_nsec = 10 * 1000000 };
+		int r = io_uring_submit_and_wait_timeout(&l->ring, &cqe, 1, &ts, NULL);
+		if (r < 0 && r != -EINTR && r != -ETIME && r != -EAGAIN && r != -EBUSY)
+			return r;
+		l->now = ml_now_ns();
+		unsigned head, n = 0;
+		io_uring_for_each_cqe(&l->ring, head, cqe)
+		{
+			n++;
+			struct ml_op *op = io_uring_cqe_get_data(cqe);
+			if (!op)
+				continue;
+			if (!(cqe->flags & IORING_CQE_F_MORE))
+				op->busy = false;
+			op->cb(l, op, cqe->res, cqe->flags);
+		}
+		io_uring_cq_advance(&l->ring, n);
+		after_batch(l);
+		if (n == 0 && r == -ETIME)
+			break; /* nothing in flight answered within 10 ms: quiet */
+	}
+	return 0;
+}
+
 void ml_loop_accept(struct ml_loop *l, struct ml_op *op, int fd)
 {
 	struct io_uring_sqe *sqe = get_sqe(l);
@@ -286,8 +316,11 @@ static void timer_cb(struct ml_loop *l, struct ml_op *op, int res, uint32_t flag
 {
 	struct ml_timer *t = container_of(op, struct ml_timer, op);
 	(void)flags;
-	if (t->stopped || res == -ECANCELED)
+	if (t->stopped || res == -ECANCELED) {
+		if (t->on_stop && !op->busy)
+			t->on_stop(t);
 		return;
+	}
 	if (t->interval_ns)
 		timer_arm(l, &t->op, t->interval_ns);
 	t->fn(t);
@@ -392,6 +425,19 @@ char *ml_addr_fmt(const struct sockaddr *sa, char *out, size_t outlen)
 
 static void accept_cb(struct ml_loop *l, struct ml_op *op, int res, uint32_t flags);
 
+static void listener_maybe_free(struct ml_listener *ln)
+{
+	if (!ln->closing || ln->op.busy || ln->retry.op.busy)
+		return;
+	close(ln->fd);
+	free(ln);
+}
+
+static void listener_retry_stopped(struct ml_timer *t)
+{
+	listener_maybe_free(t->ud);
+}
+
 static void listener_retry(struct ml_timer *t)
 {
 	struct ml_listener *ln = t->ud;
@@ -402,6 +448,12 @@ static void listener_retry(struct ml_timer *t)
 static void accept_cb(struct ml_loop *l, struct ml_op *op, int res, uint32_t flags)
 {
 	struct ml_listener *ln = container_of(op, struct ml_listener, op);
+	if (ln->closing) {
+		if (res >= 0)
+			close(res);
+		listener_maybe_free(ln);
+		return;
+	}
 	if (res >= 0)
 		ln->fn(ln, res, ln->ud);
 	if (flags & IORING_CQE_F_MORE)
@@ -450,6 +502,7 @@ struct ml_listener *ml_listener_new(struct ml_loop *l, const char *addr, bool tr
 	*ln = (struct ml_listener){ .l = l, .fd = fd, .fn = fn, .ud = ud };
 	ln->op.cb = accept_cb;
 	ln->retry.fn = listener_retry;
+	ln->retry.on_stop = listener_retry_stopped;
 	ln->retry.ud = ln;
 	ml_loop_accept(l, &ln->op, fd);
 	return ln;
@@ -467,11 +520,14 @@ struct ml_listener *ml_listener_free(struct ml_listener *ln)
 {
 	if (!ln)
 		return NULL;
-	/* Closing the fd ends the multishot accept; the loop is expected to be torn down
-	 * right after, so the pending CQE is never dispatched. */
-	close(ln->fd);
-	ln->fd = -1;
-	free(ln);
+	/* The ring holds a reference to the socket: cancel the multishot accept and free
+	 * the listener when its last completion arrives (ml_loop_run_for() at shutdown). */
+	ln->closing = true;
+	ml_loop_cancel(ln->l, &ln->op);
+	if (ln->retry.op.busy)
+		ml_timer_stop(ln->l, &ln->retry);
+	(void)shutdown(ln->fd, SHUT_RDWR);
+	listener_maybe_free(ln);
 	return NULL;
 }
 

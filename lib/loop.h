@@ -44,6 +44,9 @@ struct ml_loop *ml_loop_free(struct ml_loop *l);
 /* Run until ml_loop_stop(). Returns 0, or -errno on a fatal ring error. */
 int ml_loop_run(struct ml_loop *l);
 void ml_loop_stop(struct ml_loop *l);
+/* Process completions for at most @ns, returning early once nothing more completes:
+ * used at shutdown so cancelled operations finish and their owners are freed. */
+int ml_loop_run_for(struct ml_loop *l, uint64_t ns);
 /* Cached monotonic time of the current loop iteration (ns). */
 uint64_t ml_loop_now(const struct ml_loop *l);
 /* Register a callback to run after each batch of completions (e.g. flush dirty sockets). */
@@ -58,6 +61,7 @@ void ml_loop_cancel(struct ml_loop *l, struct ml_op *op);
 struct ml_timer {
 	struct ml_op op;
 	void (*fn)(struct ml_timer *t);
+	void (*on_stop)(struct ml_timer *t); /* optional: the stopped timer's op completed */
 	void *ud;
 	uint64_t interval_ns; /* 0 = one-shot */
 	bool stopped;
@@ -77,6 +81,7 @@ typedef void (*ml_accept_fn)(struct ml_listener *ln, int fd, void *ud);
  */
 struct ml_listener *ml_listener_new(struct ml_loop *l, const char *addr, bool transparent,
 				    ml_accept_fn fn, void *ud, char *err, size_t errlen);
+/* Stops accepting at once; the memory goes when the cancelled accept completes. */
 struct ml_listener *ml_listener_free(struct ml_listener *ln);
 int ml_listener_fd(const struct ml_listener *ln);
 

@@ -25,7 +25,8 @@ struct ztunnel {
 	int sfd;
 	struct ml_op sig_op;
 	struct signalfd_siginfo si;
-	uint64_t started_ms;
+	uint64_t drain_ns, drain_deadline;
+	struct ml_timer drain_timer;
 };
 
 static void usage(FILE *f)
@@ -39,12 +40,15 @@ static void usage(FILE *f)
 		   "  -c, --config FILE      static configuration (see docs/ztunnel-config.md)\n"
 		   "      --log-format FMT   text (default) or json\n"
 		   "      --log-level LEVEL  debug, info (default), warn, error\n"
+		   "      --drain-seconds N  on SIGTERM, wait up to N s (default 5) for open\n"
+		   "                         connections to finish before exiting\n"
 		   "  -h, --help             show this help\n"
 		   "      --version          print the version\n"
 		   "\n"
 		   "Ports (from the config; Istio's defaults): 15001 outbound, 15008 HBONE inbound,\n"
 		   "15000 admin (/config_dump), 15020 metrics (/metrics), 15021 readiness\n"
-		   "(/healthz/ready). SIGTERM/SIGINT drain and exit.\n");
+		   "(/healthz/ready). SIGTERM/SIGINT stop accepting, send GOAWAY on every tunnel,\n"
+		   "wait for connections to finish (--drain-seconds) and exit.\n");
 }
 
 static void dump_workload(struct ml_json *j, const struct zt_workload *w)
@@ -177,6 +181,19 @@ static void ready_handler(const struct ml_http1_req *req, struct ml_admin_rsp *r
 	}
 }
 
+static void drain_check(struct ml_timer *t)
+{
+	struct ztunnel *z = t->ud;
+	unsigned left = zt_proxy_active(z->proxy);
+	if (left == 0 || ml_loop_now(z->l) >= z->drain_deadline) {
+		if (left)
+			ml_log(ML_LOG_WARN, "ztunnel", "drain deadline reached, closing connections",
+			       ML_LU("active_connections", left));
+		ml_timer_stop(z->l, t);
+		ml_loop_stop(z->l);
+	}
+}
+
 static void on_signal(struct ml_loop *l, struct ml_op *op, int res, uint32_t flags)
 {
 	struct ztunnel *z = container_of(op, struct ztunnel, sig_op);
@@ -187,9 +204,17 @@ static void on_signal(struct ml_loop *l, struct ml_op *op, int res, uint32_t fla
 	}
 	ml_log(ML_LOG_INFO, "ztunnel", "shutting down", ML_LS("signal", strsignal((int)z->si.ssi_signo)),
 	       ML_LU("active_connections", zt_proxy_active(z->proxy)));
+	if (z->stopping) {
+		ml_loop_stop(l); /* a second signal: stop now */
+		return;
+	}
 	z->stopping = true;
 	zt_proxy_drain(z->proxy);
-	ml_loop_stop(l);
+	z->drain_deadline = ml_loop_now(l) + z->drain_ns;
+	z->drain_timer.fn = drain_check;
+	z->drain_timer.ud = z;
+	ml_timer_start(l, &z->drain_timer, 1, 100 * 1000000ull);
+	ml_loop_read(l, &z->sig_op, z->sfd, &z->si, sizeof(z->si));
 }
 
 int main(int argc, char **argv)
@@ -198,11 +223,13 @@ int main(int argc, char **argv)
 		{ "config", required_argument, NULL, 'c' },
 		{ "log-format", required_argument, NULL, 'F' },
 		{ "log-level", required_argument, NULL, 'L' },
+		{ "drain-seconds", required_argument, NULL, 'D' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
 	};
 	const char *config = NULL;
+	uint64_t drain_ns = 5ull * 1000000000ull;
 	int o;
 	while ((o = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
 		switch (o) {
@@ -227,6 +254,17 @@ int main(int argc, char **argv)
 			ml_log_set_level(lv);
 			break;
 		}
+		case 'D': {
+			char *end;
+			errno = 0;
+			unsigned long v = strtoul(optarg, &end, 10);
+			if (errno || *end || !*optarg || v > 3600) {
+				fprintf(stderr, "ztunnel: --drain-seconds wants 0..3600, got '%s'\n", optarg);
+				return 2;
+			}
+			drain_ns = v * 1000000000ull;
+			break;
+		}
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -242,7 +280,7 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	struct ztunnel z = { .sfd = -1 };
+	struct ztunnel z = { .sfd = -1, .drain_ns = drain_ns };
 	char err[512];
 	int r = zt_config_load(config, &z.st, err, sizeof(err));
 	if (r < 0) {
@@ -301,9 +339,12 @@ int main(int argc, char **argv)
 	r = ml_loop_run(z.l);
 	if (r < 0)
 		ml_log(ML_LOG_ERROR, "ztunnel", "event loop failed", ML_LS("error", strerror(-r)));
+	zt_proxy_shutdown(z.proxy);
 	ml_admin_free(z.admin);
 	ml_admin_free(z.metrics);
 	ml_admin_free(z.ready);
+	ml_loop_cancel(z.l, &z.sig_op);
+	(void)ml_loop_run_for(z.l, 1000000000ull); /* let cancelled operations complete */
 	zt_proxy_free(z.proxy);
 	ml_loop_free(z.l);
 	zt_metrics_fini(&z.m);

@@ -56,6 +56,7 @@ struct zt_tunnel {
 	struct zt_conn *conns; /* every relay using this tunnel */
 	unsigned nconns;
 	uint64_t idle_since;
+	uint64_t last_rx; /* last bytes from the peer: PING liveness (mission-anchors row 8) */
 	struct ml_buf plain; /* HTTP/2 frames staged for encryption */
 	struct zt_tunnel *next, *next_dirty;
 	struct ml_tls_ctx *ctx; /* held while the tunnel lives */
@@ -131,6 +132,16 @@ static void set_nodelay(int fd)
 {
 	int one = 1;
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+/* Tunnels also get TCP keepalive (Istio: 180 s idle, 180 s interval), beside HTTP/2 PINGs. */
+static void set_keepalive(int fd)
+{
+	int one = 1, idle = 180, intvl = 180, cnt = 9;
+	(void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
 }
 
 static bool is_ztunnel_port(uint16_t port)
@@ -580,6 +591,7 @@ static void tun_readable(struct ml_sock *s)
 	size_t n;
 	uint8_t plain[16384];
 
+	t->last_rx = ml_loop_now(t->p->l);
 	while (!t->dead && (n = ml_sock_peek(s, &p)) > 0) {
 		size_t take = ML_MIN(n, (size_t)ML_TLS_MAX_IN / 2);
 		int r = ml_tls_feed(t->tls, p, take);
@@ -803,7 +815,8 @@ static struct zt_tunnel *tunnel_new(struct zt_proxy *p, bool client, int fd)
 	t->p = p;
 	t->id = ++p->next_id;
 	t->client = client;
-	t->idle_since = ml_loop_now(p->l);
+	t->idle_since = t->last_rx = ml_loop_now(p->l);
+	set_keepalive(fd);
 	ml_buf_init(&t->plain, PLAIN_STAGE_MAX);
 	t->h2 = client ? ml_hbone_new_client(&h2_cbs, t) : ml_hbone_new_server(&h2_cbs, t);
 	t->sock = ml_sock_new(p->l, fd, &tun_cbs, t);
@@ -1165,10 +1178,35 @@ static void inbound_accept(struct ml_listener *ln, int fd, void *ud)
 
 /* ---------------------------------------------------------------- lifecycle */
 
+/*
+ * A peer that vanished without a FIN (node gone, netns deleted) must not hold relays
+ * forever: PING a tunnel that has been quiet for ZT_PING_IDLE, give up after ZT_PING_DEAD.
+ */
+#define ZT_PING_IDLE (10ull * 1000000000ull)
+#define ZT_PING_DEAD (20ull * 1000000000ull)
+
+static void tunnels_liveness(struct zt_tunnel *list, uint64_t now)
+{
+	for (struct zt_tunnel *t = list, *n; t; t = n) {
+		n = t->next;
+		if (t->dead || !t->established)
+			continue;
+		uint64_t quiet = now - t->last_rx;
+		if (quiet > ZT_PING_IDLE + ZT_PING_DEAD) {
+			tunnel_fail(t, "peer unresponsive (no PING answer)");
+		} else if (quiet > ZT_PING_IDLE) {
+			(void)ml_hbone_ping(t->h2);
+			tunnel_mark_dirty(t);
+		}
+	}
+}
+
 static void proxy_tick(struct ml_timer *tm)
 {
 	struct zt_proxy *p = tm->ud;
 	uint64_t now = ml_loop_now(p->l);
+	tunnels_liveness(p->pool, now);
+	tunnels_liveness(p->servers, now);
 	for (struct zt_tunnel *t = p->pool, *n; t; t = n) {
 		n = t->next;
 		if (!t->dead && t->nconns == 0 && now - t->idle_since > p->opts.pool_idle_ns) {
@@ -1227,12 +1265,27 @@ void zt_proxy_drain(struct zt_proxy *p)
 	}
 }
 
+void zt_proxy_shutdown(struct zt_proxy *p)
+{
+	p->out_ln = ml_listener_free(p->out_ln);
+	p->in_ln = ml_listener_free(p->in_ln);
+	ml_timer_stop(p->l, &p->tick);
+	while (p->pool)
+		tunnel_fail(p->pool, "ztunnel shutting down");
+	while (p->servers)
+		tunnel_fail(p->servers, "ztunnel shutting down");
+	for (struct zt_conn *c = p->conns, *n; c; c = n) {
+		n = c->next;
+		if (c->state != C_DONE)
+			conn_finish(c, "ztunnel shutting down", true);
+	}
+}
+
 struct zt_proxy *zt_proxy_free(struct zt_proxy *p)
 {
 	if (!p)
 		return NULL;
-	ml_listener_free(p->out_ln);
-	ml_listener_free(p->in_ln);
+	ml_loop_set_idle(p->l, NULL, NULL);
 	free(p);
 	return NULL;
 }

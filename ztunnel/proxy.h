@@ -22,6 +22,9 @@ struct zt_proxy_opts {
 
 struct zt_proxy *zt_proxy_new(struct ml_loop *l, struct zt_state *st, struct zt_metrics *m,
 			      const struct zt_proxy_opts *opts, char *err, size_t errlen);
+/* Abort every tunnel and relay (each is logged); the loop must then run a little longer
+ * (ml_loop_run_for) so the sockets finish closing, before zt_proxy_free(). */
+void zt_proxy_shutdown(struct zt_proxy *p);
 struct zt_proxy *zt_proxy_free(struct zt_proxy *p);
 /* Stop accepting and ask every tunnel to finish (GOAWAY). */
 void zt_proxy_drain(struct zt_proxy *p);

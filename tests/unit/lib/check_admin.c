@@ -131,6 +131,7 @@ START_TEST(test_admin_requests)
 	/* 405 and parse errors never reach the handler */
 	ck_assert_uint_eq(f.calls, 4);
 	ml_admin_free(f.a);
+	ck_assert_int_eq(ml_loop_run_for(f.l, 1000000000ull), 0);
 	ml_loop_free(f.l);
 }
 END_TEST
