@@ -61,7 +61,7 @@ static int opt_str(json_t *obj, const char *key, char **ret)
 static int parse_workload(json_t *o, unsigned idx, const char *default_td, struct zt_workload **ret,
 			  char *err, size_t errlen)
 {
-	struct zt_workload *w = calloc(1, sizeof(*w));
+	struct zt_workload *w = zt_workload_new();
 	if (!w)
 		return -ENOMEM;
 	struct {
@@ -129,9 +129,7 @@ static int parse_workload(json_t *o, unsigned idx, const char *default_td, struc
 			 idx, w->ns, w->name);
 		goto out;
 	}
-	snprintf(w->spiffe, sizeof(w->spiffe), "spiffe://%s/ns/%s/sa/%s", w->trust_domain, w->ns,
-		 w->service_account);
-	if (ml_spiffe_parse(w->spiffe, strlen(w->spiffe), &w->identity) < 0) {
+	if (zt_workload_finish(w) < 0) {
 		r = fail(err, errlen, -EINVAL, "workloads[%u]: identity %s is not a valid SPIFFE ID", idx,
 			 w->spiffe);
 		goto out;
@@ -139,7 +137,7 @@ static int parse_workload(json_t *o, unsigned idx, const char *default_td, struc
 	*ret = w;
 	return 0;
 out:
-	zt_workload_free(w);
+	zt_workload_unref(w);
 	return r;
 }
 
@@ -257,7 +255,7 @@ int zt_config_load(const char *path, struct zt_state **ret, char *err, size_t er
 		if ((r = zt_state_add_workload(st, w)) < 0) {
 			r = fail(err, errlen, r, "workloads[%zu] (%s/%s): %s", i, w->ns, w->name,
 				 r == -EEXIST ? "address already used by another workload" : strerror(-r));
-			zt_workload_free(w);
+			zt_workload_unref(w);
 			goto out;
 		}
 	}

@@ -253,6 +253,8 @@ static void conn_maybe_free(struct zt_conn *c)
 		c->next->prev = c->prev;
 	p->nconns--;
 	ml_gauge_add(c->outbound ? p->m->active_out : p->m->active_in, -1);
+	zt_workload_unref(c->src_wl);
+	zt_workload_unref(c->dst_wl);
 	free(c);
 }
 
@@ -487,6 +489,7 @@ static void tunnel_free(struct zt_tunnel *t)
 	ml_hbone_free(t->h2);
 	ml_tls_free(t->tls);
 	ml_tls_ctx_unref(t->ctx);
+	zt_workload_unref(t->local_wl);
 	ml_buf_release(&t->plain);
 	free(t);
 }
@@ -954,13 +957,13 @@ static void outbound_accept(struct ml_listener *ln, int fd, void *ud)
 		conn_finish(c, "refusing a connection to ztunnel's own port (self call)", true);
 		return;
 	}
-	c->src_wl = zt_state_workload_by_ip(p->st, &sip);
+	c->src_wl = zt_workload_ref(zt_state_workload_by_ip(p->st, &sip));
 	if (!c->src_wl) {
 		conn_seterr(c, "unknown source workload %s", zt_ip_fmt(&sip, ipbuf, sizeof(ipbuf)));
 		conn_finish(c, NULL, true);
 		return;
 	}
-	c->dst_wl = zt_state_workload_by_ip(p->st, &dip);
+	c->dst_wl = zt_workload_ref(zt_state_workload_by_ip(p->st, &dip));
 	const struct zt_cert *cert = zt_state_cert(p->st, &c->src_wl->identity);
 	if (c->src_wl->tunnel == ZT_TUNNEL_HBONE)
 		snprintf(c->src_principal, sizeof(c->src_principal), "%s", c->src_wl->spiffe);
@@ -1080,7 +1083,9 @@ static void inbound_request(void *ud, int32_t sid, const struct ml_hbone_req *re
 		return;
 	}
 	const struct zt_workload *dst = zt_state_workload_by_ip(p->st, &tip);
-	if (!dst || dst != t->local_wl) {
+	/* The target must be the workload whose certificate this tunnel presented. */
+	if (!dst || dst->tunnel != ZT_TUNNEL_HBONE ||
+	    !ml_spiffe_eq(&dst->identity, ml_tls_ctx_identity(t->ctx))) {
 		reject(t, sid, 503, "UnknownTarget", req->authority);
 		return;
 	}
@@ -1094,12 +1099,12 @@ static void inbound_request(void *ud, int32_t sid, const struct ml_hbone_req *re
 		return;
 	}
 	c->dst = target;
-	c->dst_wl = dst;
+	c->dst_wl = zt_workload_ref(dst);
 	c->peer_closed = true;
 	snprintf(c->dst_principal, sizeof(c->dst_principal), "%s", dst->spiffe);
 	snprintf(c->src_principal, sizeof(c->src_principal), "%s", t->peer_spiffe);
 	snprintf(c->hbone_addr, sizeof(c->hbone_addr), "%s", t->peer_addr);
-	c->src_wl = inbound_source(p, req->forwarded, t->peer_spiffe, &c->src);
+	c->src_wl = zt_workload_ref(inbound_source(p, req->forwarded, t->peer_spiffe, &c->src));
 	if (!c->src_wl) {
 		/* keep the tunnel peer's address for the log when Forwarded is unusable */
 		socklen_t sl;
@@ -1163,7 +1168,7 @@ static void inbound_accept(struct ml_listener *ln, int fd, void *ud)
 	struct zt_tunnel *t = tunnel_new(p, false, fd);
 	if (!t)
 		return;
-	t->local_wl = w;
+	t->local_wl = zt_workload_ref(w);
 	t->local_ip = lip;
 	ml_addr_fmt((struct sockaddr *)&peer, t->peer_addr, sizeof(t->peer_addr));
 	t->ctx = ml_tls_ctx_ref(cert->ctx);

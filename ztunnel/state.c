@@ -10,9 +10,34 @@ struct zt_state *zt_state_new(void)
 	return calloc(1, sizeof(struct zt_state));
 }
 
-struct zt_workload *zt_workload_free(struct zt_workload *w)
+struct zt_workload *zt_workload_new(void)
 {
-	if (!w)
+	struct zt_workload *w = calloc(1, sizeof(*w));
+	if (w)
+		w->refs = 1;
+	return w;
+}
+
+struct zt_workload *zt_workload_ref(const struct zt_workload *cw)
+{
+	struct zt_workload *w = (struct zt_workload *)cw;
+	if (w)
+		w->refs++;
+	return w;
+}
+
+int zt_workload_finish(struct zt_workload *w)
+{
+	snprintf(w->spiffe, sizeof(w->spiffe), "spiffe://%s/ns/%s/sa/%s",
+		 w->trust_domain ? w->trust_domain : "cluster.local", w->ns ? w->ns : "",
+		 w->service_account ? w->service_account : "default");
+	return ml_spiffe_parse(w->spiffe, strlen(w->spiffe), &w->identity);
+}
+
+struct zt_workload *zt_workload_unref(const struct zt_workload *cw)
+{
+	struct zt_workload *w = (struct zt_workload *)cw;
+	if (!w || --w->refs > 0)
 		return NULL;
 	free(w->uid);
 	free(w->name);
@@ -34,7 +59,7 @@ struct zt_state *zt_state_free(struct zt_state *st)
 	if (!st)
 		return NULL;
 	for (unsigned i = 0; i < st->nworkloads; i++)
-		zt_workload_free(st->workloads[i]);
+		zt_workload_unref(st->workloads[i]);
 	free(st->workloads);
 	for (unsigned i = 0; i < st->ncerts; i++) {
 		free(st->certs[i].chain_path);
@@ -206,4 +231,148 @@ socklen_t zt_ip_sockaddr(const struct zt_ip *ip, uint16_t port, struct sockaddr_
 	s4->sin_port = htons(port);
 	memcpy(&s4->sin_addr, ip->addr, 4);
 	return sizeof(*s4);
+}
+
+static uint32_t str_hash(const char *s)
+{
+	uint32_t h = 2166136261u;
+	for (; *s; s++)
+		h = (h ^ (uint8_t)*s) * 16777619u;
+	return h;
+}
+
+/* Build an IP index over @arr (later entries win an address). */
+static int index_build(struct zt_workload **arr, unsigned n, struct zt_workload ***ret_w,
+		       struct zt_ip **ret_k, unsigned *ret_cap)
+{
+	unsigned total = 0;
+	for (unsigned i = 0; i < n; i++)
+		total += arr[i]->naddrs;
+	unsigned cap = 64;
+	while (cap < total * 2 + 1)
+		cap *= 2;
+	struct zt_workload **nw = calloc(cap, sizeof(*nw));
+	struct zt_ip *nk = calloc(cap, sizeof(*nk));
+	if (!nw || !nk) {
+		free(nw);
+		free(nk);
+		return -ENOMEM;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		struct zt_workload *w = arr[i];
+		for (unsigned a = 0; a < w->naddrs; a++) {
+			unsigned j = ip_hash(&w->addrs[a]) & (cap - 1);
+			while (nw[j] && !ip_eq(&nk[j], &w->addrs[a]))
+				j = (j + 1) & (cap - 1);
+			nw[j] = w;
+			nk[j] = w->addrs[a];
+		}
+	}
+	*ret_w = nw;
+	*ret_k = nk;
+	*ret_cap = cap;
+	return 0;
+}
+
+int zt_state_apply(struct zt_state *st, struct zt_workload **upserts, unsigned nupserts,
+		   const char *const *removes, unsigned nremoves)
+{
+	/* Merge into a new array; nothing changes until every allocation has succeeded. */
+	unsigned n = st->nworkloads + nupserts, cap = 64, len = 0, nrel = 0;
+	while (cap < n * 2 + 1)
+		cap *= 2;
+	int *slot = malloc(cap * sizeof(*slot));
+	struct zt_workload **arr = malloc((n ? n : 1) * sizeof(*arr));
+	struct zt_workload **rel = malloc((n ? n : 1) * sizeof(*rel));
+	struct zt_workload **iw = NULL;
+	struct zt_ip *ik = NULL;
+	unsigned icap = 0;
+	if (!slot || !arr || !rel) {
+		free(slot);
+		free(arr);
+		free(rel);
+		return -ENOMEM;
+	}
+	for (unsigned i = 0; i < cap; i++)
+		slot[i] = -1;
+	for (unsigned i = 0; i < n; i++) {
+		struct zt_workload *w = i < st->nworkloads ? st->workloads[i]
+							   : upserts[i - st->nworkloads];
+		const char *uid = w->uid ? w->uid : "";
+		unsigned j = str_hash(uid) & (cap - 1);
+		while (slot[j] >= 0 && strcmp(arr[slot[j]]->uid ? arr[slot[j]]->uid : "", uid) != 0)
+			j = (j + 1) & (cap - 1);
+		if (slot[j] >= 0) {
+			rel[nrel++] = arr[slot[j]]; /* replaced by a newer version */
+			arr[slot[j]] = w;
+		} else {
+			slot[j] = (int)len;
+			arr[len++] = w;
+		}
+	}
+	for (unsigned r = 0; r < nremoves; r++) {
+		unsigned j = str_hash(removes[r]) & (cap - 1);
+		for (; slot[j] >= 0; j = (j + 1) & (cap - 1)) {
+			struct zt_workload *w = arr[slot[j]];
+			if (w && strcmp(w->uid ? w->uid : "", removes[r]) == 0) {
+				rel[nrel++] = w;
+				arr[slot[j]] = NULL;
+				break;
+			}
+		}
+	}
+	unsigned k = 0;
+	for (unsigned i = 0; i < len; i++)
+		if (arr[i])
+			arr[k++] = arr[i];
+	free(slot);
+	if (index_build(arr, k, &iw, &ik, &icap) < 0) {
+		free(arr);
+		free(rel);
+		return -ENOMEM;
+	}
+	free(st->workloads);
+	free(st->by_ip);
+	free(st->by_ip_key);
+	st->workloads = arr;
+	st->nworkloads = k;
+	st->by_ip = iw;
+	st->by_ip_key = ik;
+	st->by_ip_cap = icap;
+	for (unsigned i = 0; i < nrel; i++)
+		zt_workload_unref(rel[i]);
+	free(rel);
+	return 0;
+}
+
+const struct zt_workload *zt_state_workload_by_uid(const struct zt_state *st, const char *uid)
+{
+	for (unsigned i = 0; i < st->nworkloads; i++)
+		if (st->workloads[i]->uid && strcmp(st->workloads[i]->uid, uid) == 0)
+			return st->workloads[i];
+	return NULL;
+}
+
+int zt_state_set_cert(struct zt_state *st, struct ml_tls_ctx *ctx)
+{
+	const struct ml_spiffe_id *id = ml_tls_ctx_identity(ctx);
+	if (!id)
+		return -EINVAL;
+	for (unsigned i = 0; i < st->ncerts; i++) {
+		if (ml_spiffe_eq(&st->certs[i].identity, id)) {
+			ml_tls_ctx_unref(st->certs[i].ctx);
+			st->certs[i].ctx = ml_tls_ctx_ref(ctx);
+			st->certs[i].not_after = ml_tls_ctx_not_after(ctx);
+			return 0;
+		}
+	}
+	struct zt_cert *nc = realloc(st->certs, (st->ncerts + 1) * sizeof(*nc));
+	if (!nc)
+		return -ENOMEM;
+	st->certs = nc;
+	struct zt_cert *c = &st->certs[st->ncerts++];
+	*c = (struct zt_cert){ .identity = *id, .ctx = ml_tls_ctx_ref(ctx),
+			       .not_after = ml_tls_ctx_not_after(ctx) };
+	(void)ml_spiffe_format(id, c->spiffe, sizeof(c->spiffe));
+	return 0;
 }

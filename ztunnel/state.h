@@ -26,6 +26,7 @@ struct zt_ip {
 #define ZT_MAX_ADDRS 4
 
 struct zt_workload {
+	unsigned refs; /* the state and every relay using it hold one */
 	char *uid, *name, *ns, *service_account, *trust_domain, *node, *cluster_id;
 	char *workload_name, *workload_type, *canonical_name, *canonical_revision;
 	struct zt_ip addrs[ZT_MAX_ADDRS];
@@ -58,9 +59,28 @@ struct zt_state {
 
 struct zt_state *zt_state_new(void);
 struct zt_state *zt_state_free(struct zt_state *st);
-/* Takes ownership of @w. -EEXIST if one of its IPs is already taken (by another uid). */
+
+/* A workload starts with one reference, owned by whoever created it. */
+struct zt_workload *zt_workload_new(void);
+struct zt_workload *zt_workload_ref(const struct zt_workload *w);
+/* Drops one reference; frees at zero. Returns NULL. */
+struct zt_workload *zt_workload_unref(const struct zt_workload *w);
+/* Fills w->identity and w->spiffe from trust_domain/ns/service_account; -EINVAL if invalid. */
+int zt_workload_finish(struct zt_workload *w);
+
+/* Static config: takes the reference. -EEXIST if one of its IPs is already taken. */
 int zt_state_add_workload(struct zt_state *st, struct zt_workload *w);
-struct zt_workload *zt_workload_free(struct zt_workload *w);
+/*
+ * Control-plane updates (xDS): takes the references in @upserts; a workload replaces the
+ * one with the same uid. @removes are uids. Relays keep their own references, so a removed
+ * workload stays valid for the connections that use it. When two workloads claim one IP the
+ * later one wins the lookup. Returns 0 or -ENOMEM (then nothing changed).
+ */
+int zt_state_apply(struct zt_state *st, struct zt_workload **upserts, unsigned nupserts,
+		   const char *const *removes, unsigned nremoves);
+const struct zt_workload *zt_state_workload_by_uid(const struct zt_state *st, const char *uid);
+/* Install or replace the certificate of an identity (takes a reference on @ctx). */
+int zt_state_set_cert(struct zt_state *st, struct ml_tls_ctx *ctx);
 const struct zt_workload *zt_state_workload_by_ip(const struct zt_state *st, const struct zt_ip *ip);
 const struct zt_cert *zt_state_cert(const struct zt_state *st, const struct ml_spiffe_id *id);
 

@@ -142,7 +142,7 @@ START_TEST(test_many_workloads)
 {
 	struct zt_state *st = zt_state_new();
 	for (unsigned i = 0; i < 5000; i++) {
-		struct zt_workload *w = calloc(1, sizeof(*w));
+		struct zt_workload *w = zt_workload_new();
 		w->name = strdup("w");
 		w->ns = strdup("n");
 		w->naddrs = 1;
@@ -158,11 +158,11 @@ START_TEST(test_many_workloads)
 		ck_assert_ptr_eq(zt_state_workload_by_ip(st, &ip), st->workloads[i]);
 	}
 	/* a second workload with a taken address is refused */
-	struct zt_workload *dup = calloc(1, sizeof(*dup));
+	struct zt_workload *dup = zt_workload_new();
 	dup->naddrs = 1;
 	dup->addrs[0] = st->workloads[7]->addrs[0];
 	ck_assert_int_eq(zt_state_add_workload(st, dup), -EEXIST);
-	zt_workload_free(dup);
+	zt_workload_unref(dup);
 	zt_state_free(st);
 }
 END_TEST
@@ -230,6 +230,66 @@ START_TEST(test_key_mismatch)
 }
 END_TEST
 
+
+static struct zt_workload *mk(const char *uid, const char *ip, const char *sa)
+{
+	struct zt_workload *w = zt_workload_new();
+	w->uid = strdup(uid);
+	w->name = strdup(uid);
+	w->ns = strdup("demo");
+	w->service_account = strdup(sa);
+	w->naddrs = 1;
+	ck_assert_int_eq(zt_ip_parse(ip, &w->addrs[0]), 0);
+	ck_assert_int_eq(zt_workload_finish(w), 0);
+	return w;
+}
+
+static const struct zt_workload *by_ip(const struct zt_state *st, const char *ip)
+{
+	struct zt_ip a;
+	ck_assert_int_eq(zt_ip_parse(ip, &a), 0);
+	return zt_state_workload_by_ip(st, &a);
+}
+
+START_TEST(test_apply)
+{
+	struct zt_state *st = zt_state_new();
+	struct zt_workload *up[3] = { mk("a", "10.0.0.1", "sa-a"), mk("b", "10.0.0.2", "sa-b"),
+				      mk("c", "fd00::3", "sa-c") };
+	ck_assert_int_eq(zt_state_apply(st, up, 3, NULL, 0), 0);
+	ck_assert_uint_eq(st->nworkloads, 3);
+	ck_assert_str_eq(by_ip(st, "10.0.0.2")->uid, "b");
+	ck_assert_str_eq(zt_state_workload_by_uid(st, "c")->spiffe,
+			 "spiffe://cluster.local/ns/demo/sa/sa-c");
+
+	/* a relay holds "b"; then b moves to a new IP and a is removed */
+	struct zt_workload *held = zt_workload_ref(by_ip(st, "10.0.0.2"));
+	struct zt_workload *up2[1] = { mk("b", "10.0.0.9", "sa-b") };
+	const char *rm[] = { "a", "no-such-uid" };
+	ck_assert_int_eq(zt_state_apply(st, up2, 1, rm, 2), 0);
+	ck_assert_uint_eq(st->nworkloads, 2);
+	ck_assert_ptr_null(by_ip(st, "10.0.0.1"));
+	ck_assert_ptr_null(by_ip(st, "10.0.0.2"));
+	ck_assert_str_eq(by_ip(st, "10.0.0.9")->uid, "b");
+	ck_assert_ptr_null(zt_state_workload_by_uid(st, "a"));
+	/* the old version is still valid for its holder */
+	ck_assert_str_eq(held->uid, "b");
+	ck_assert_uint_eq(held->refs, 1);
+	zt_workload_unref(held);
+
+	/* two workloads claiming one IP: the later one wins the lookup */
+	struct zt_workload *up3[1] = { mk("d", "10.0.0.9", "sa-d") };
+	ck_assert_int_eq(zt_state_apply(st, up3, 1, NULL, 0), 0);
+	ck_assert_str_eq(by_ip(st, "10.0.0.9")->uid, "d");
+	/* a batch that upserts and removes the same uid ends with it removed */
+	struct zt_workload *up4[1] = { mk("e", "10.0.0.5", "sa-e") };
+	const char *rm4[] = { "e" };
+	ck_assert_int_eq(zt_state_apply(st, up4, 1, rm4, 1), 0);
+	ck_assert_ptr_null(by_ip(st, "10.0.0.5"));
+	zt_state_free(st);
+}
+END_TEST
+
 static Suite *config_suite(void)
 {
 	Suite *s = suite_create("config");
@@ -238,6 +298,7 @@ static Suite *config_suite(void)
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, test_load_good);
 	tcase_add_test(tc, test_many_workloads);
+	tcase_add_test(tc, test_apply);
 	tcase_add_loop_test(tc, test_load_bad, 0, (int)ARRAY_SIZE(bad));
 	tcase_add_test(tc, test_key_mismatch);
 	suite_add_tcase(s, tc);
