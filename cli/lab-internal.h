@@ -95,7 +95,8 @@ int cli_lab_ztunnel_wait_ready(struct cli_lab *lab, json_t *node, uint64_t deadl
 
 /* lab_capture.c: eBPF traffic capture, run inside the node's namespace. */
 int cli_lab_capture_node(const char *node_netns, const char *uplink);
-int cli_lab_capture_pod(const char *node_netns, const char *host_if);
+/* @cni_result: the pod's CNI ADD result; its "ips" are the only sources the pod may use. */
+int cli_lab_capture_pod(const char *node_netns, const char *host_if, const json_t *cni_result);
 int cli_lab_capture_detach(const char *node_netns, const char *ifname);
 
 /* lab_pod.c: the environment and command line of a pod's container (lab up and lab exec),

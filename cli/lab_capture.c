@@ -17,6 +17,7 @@
 struct cap_arg {
 	const char *ifname;
 	enum ebpf_capture_kind kind;
+	struct ebpf_pod_addrs addrs; /* EBPF_CAPTURE_POD: the only sources the pod may use */
 };
 
 static int ifindex_of(const char *ifname)
@@ -48,7 +49,10 @@ static int attach_fn(void *p)
 	idx = ifindex_of(a->ifname);
 	if (idx < 0)
 		return idx;
-	r = ebpf_capture_attach(idx, a->kind);
+	if (a->kind == EBPF_CAPTURE_POD)
+		r = ebpf_capture_attach_pod(idx, &a->addrs);
+	else
+		r = ebpf_capture_attach(idx, a->kind);
 	if (r < 0)
 		cli_err("cannot attach the %s capture program to %s: %s",
 			a->kind == EBPF_CAPTURE_NODE ? "node" : "pod", a->ifname, strerror(-r));
@@ -71,21 +75,48 @@ static int detach_fn(void *p)
 
 int cli_lab_capture_node(const char *node_netns, const char *uplink)
 {
-	struct cap_arg a = {.ifname = uplink, .kind = EBPF_CAPTURE_NODE};
+	struct cap_arg a = { .ifname = uplink, .kind = EBPF_CAPTURE_NODE };
 
 	return cli_netns_run(node_netns, attach_fn, &a);
 }
 
-int cli_lab_capture_pod(const char *node_netns, const char *host_if)
+/*
+ * The pod's addresses are its CNI result's "ips" (CNI spec 1.0 result: "address" in CIDR
+ * notation): the pod program drops everything the pod sends from any other source, so
+ * ztunnel can trust the source address it derives the pod's identity from.
+ */
+int cli_lab_capture_pod(const char *node_netns, const char *host_if, const json_t *cni_result)
 {
-	struct cap_arg a = {.ifname = host_if, .kind = EBPF_CAPTURE_POD};
+	struct cap_arg a = { .ifname = host_if, .kind = EBPF_CAPTURE_POD };
+	json_t *ip;
+	size_t i;
+	int r;
 
+	json_array_foreach(json_object_get(cni_result, "ips"), i, ip) {
+		const char *addr = json_string_value(json_object_get(ip, "address"));
+
+		r = addr ? ebpf_pod_addrs_add(&a.addrs, addr) : -EBADMSG;
+		if (r == -E2BIG) {
+			cli_err("the CNI result has more than %d addresses of a family (%s)",
+				EBPF_CAPTURE_POD_MAX_ADDRS, addr);
+			return r;
+		}
+		if (r < 0) {
+			cli_err("the CNI result has an address a pod cannot send from: %s",
+				addr ? addr : "(not a string)");
+			return r;
+		}
+	}
+	if (a.addrs.n4 + a.addrs.n6 == 0) {
+		cli_err("the CNI result has no IP address for %s", host_if);
+		return -EBADMSG;
+	}
 	return cli_netns_run(node_netns, attach_fn, &a);
 }
 
 int cli_lab_capture_detach(const char *node_netns, const char *ifname)
 {
-	struct cap_arg a = {.ifname = ifname};
+	struct cap_arg a = { .ifname = ifname };
 
 	if (!cli_netns_exists(node_netns))
 		return 0;

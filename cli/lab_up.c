@@ -378,7 +378,7 @@ static int create_pod(struct cli_lab *lab, json_t *pod)
 	r = cli_lab_save(lab);
 	if (r < 0 || !cli_jb(pod, "enrolled"))
 		return r;
-	r = cli_lab_capture_pod(cli_js(node, "netns"), host_if);
+	r = cli_lab_capture_pod(cli_js(node, "netns"), host_if, result);
 	if (r < 0) {
 		cli_err("pod %s/%s: cannot capture its traffic on %s", cli_js(pod, "namespace"),
 			cli_js(pod, "name"), host_if);

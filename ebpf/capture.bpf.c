@@ -4,7 +4,10 @@
  * bpf_sk_assign() picks the socket, skb->mark + one fwmark rule make the stack deliver the
  * packet locally instead of forwarding it (ip_forward() drops any skb that carries a socket).
  *
- * capture_pod:  ingress of an enrolled pod's host-side veth (packets leaving the pod).
+ * capture_pod:  ingress of an enrolled pod's host-side veth (packets leaving the pod). Also
+ *               drops every packet whose source is not one of the pod's addresses: ztunnel
+ *               picks the workload identity from the source address, and the assign happens
+ *               before routing, so rp_filter never sees these packets.
  * capture_node: ingress of the node's uplink (HBONE arriving for pods on this node).
  */
 #include "vmlinux.h"
@@ -20,6 +23,7 @@
 #define ETH_HLEN 14
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
+#define ETH_P_ARP 0x0806
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1fff
 #define NEXTHDR_HOP 0
@@ -28,6 +32,7 @@
 #define NEXTHDR_FRAGMENT 44
 #define NEXTHDR_AUTH 51
 #define NEXTHDR_DEST 60
+#define NEXTHDR_ICMP 58
 #define IP6_MF 0x0001
 #define IP6_OFFSET 0xfff8
 
@@ -40,6 +45,17 @@
 const volatile __u16 outbound_port = MESHLITE_CAPTURE_OUTBOUND_PORT;
 const volatile __u16 inbound_port = MESHLITE_CAPTURE_INBOUND_PORT;
 const volatile __u32 capture_mark = MESHLITE_CAPTURE_MARK;
+
+/*
+ * capture_pod only: the pod's own addresses, network byte order, set per attachment by
+ * ebpf_capture_attach_pod(). Every attach loads its own program, so each pod's list is
+ * frozen rodata of its own program: the verifier sees the counts as constants and prunes
+ * the unused slots, and there is no map to update or keep in sync.
+ */
+const volatile __u32 pod_n4 = 0;
+const volatile __u32 pod_n6 = 0;
+const volatile __u32 pod_v4[EBPF_CAPTURE_POD_MAX_ADDRS] = {};
+const volatile __u32 pod_v6[EBPF_CAPTURE_POD_MAX_ADDRS][4] = {};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -62,8 +78,10 @@ enum parse_ret {
 };
 
 struct pkt {
-	struct bpf_sock_tuple tuple;
+	struct bpf_sock_tuple tuple; /* the addresses are set as soon as the IP header is read */
+	bool l3;		     /* tuple's addresses and v6 are valid */
 	bool v6;
+	__u8 l4;    /* IPv4 protocol, or IPv6 next header after the extension headers; 0 unknown */
 	__u32 need; /* PARSE_SHORT: bytes of packet the parser wants to see */
 	bool syn;   /* SYN without ACK: a new connection */
 };
@@ -100,6 +118,10 @@ static __always_inline int parse_ipv4(void *data, void *data_end, struct pkt *p)
 		p->need = ETH_HLEN + sizeof(*iph);
 		return PARSE_SHORT;
 	}
+	p->tuple.ipv4.saddr = iph->saddr;
+	p->tuple.ipv4.daddr = iph->daddr;
+	p->l3 = true;
+	p->l4 = iph->protocol;
 	if (iph->protocol != IPPROTO_TCP)
 		return PARSE_OTHER;
 	ihl = iph->ihl * 4;
@@ -108,8 +130,6 @@ static __always_inline int parse_ipv4(void *data, void *data_end, struct pkt *p)
 	/* Only the first fragment has ports, and the rest would be forwarded in plaintext. */
 	if (iph->frag_off & bpf_htons(IP_MF | IP_OFFSET))
 		return PARSE_UNKNOWN;
-	p->tuple.ipv4.saddr = iph->saddr;
-	p->tuple.ipv4.daddr = iph->daddr;
 	return parse_tcp(data, data_end, ETH_HLEN + ihl, p, &p->tuple.ipv4.sport,
 			 &p->tuple.ipv4.dport);
 }
@@ -125,6 +145,10 @@ static __always_inline int parse_ipv6(void *data, void *data_end, struct pkt *p)
 		p->need = off;
 		return PARSE_SHORT;
 	}
+	__builtin_memcpy(p->tuple.ipv6.saddr, &ip6h->saddr, 16);
+	__builtin_memcpy(p->tuple.ipv6.daddr, &ip6h->daddr, 16);
+	p->l3 = true;
+	p->v6 = true;
 	nexthdr = ip6h->nexthdr;
 
 #pragma unroll
@@ -136,8 +160,10 @@ static __always_inline int parse_ipv6(void *data, void *data_end, struct pkt *p)
 			break;
 		if (nexthdr != NEXTHDR_HOP && nexthdr != NEXTHDR_ROUTING &&
 		    nexthdr != NEXTHDR_FRAGMENT && nexthdr != NEXTHDR_AUTH &&
-		    nexthdr != NEXTHDR_DEST)
+		    nexthdr != NEXTHDR_DEST) {
+			p->l4 = nexthdr;
 			return PARSE_OTHER;
+		}
 		/* every extension header is at least 8 bytes */
 		if ((void *)(h + 8) > data_end) {
 			p->need = off + 8;
@@ -162,10 +188,7 @@ static __always_inline int parse_ipv6(void *data, void *data_end, struct pkt *p)
 	}
 	if (nexthdr != NEXTHDR_TCP)
 		return PARSE_UNKNOWN;
-
-	__builtin_memcpy(p->tuple.ipv6.saddr, &ip6h->saddr, 16);
-	__builtin_memcpy(p->tuple.ipv6.daddr, &ip6h->daddr, 16);
-	p->v6 = true;
+	p->l4 = NEXTHDR_TCP;
 	return parse_tcp(data, data_end, off, p, &p->tuple.ipv6.sport, &p->tuple.ipv6.dport);
 }
 
@@ -237,13 +260,73 @@ static __always_inline struct bpf_sock *lookup(struct __sk_buff *skb, struct pkt
 	return bpf_skc_lookup_tcp(skb, &p->tuple, sizeof(p->tuple.ipv4), BPF_F_CURRENT_NETNS, 0);
 }
 
+static __always_inline bool pod_v6_match(const __u32 *a, __u32 i)
+{
+	return a[0] == pod_v6[i][0] && a[1] == pod_v6[i][1] && a[2] == pod_v6[i][2] &&
+	       a[3] == pod_v6[i][3];
+}
+
+/*
+ * Is the source one the pod may use? ztunnel maps source address -> workload -> identity,
+ * so a packet the pod sends from another workload's address must never get that far, and
+ * bpf_sk_assign() hands it over before routing (and rp_filter) ever look at it. Anything
+ * whose source cannot be read is refused too.
+ */
+static __always_inline bool pod_source_ok(const struct pkt *p)
+{
+	const __u32 *s = p->tuple.ipv6.saddr;
+
+	if (!p->l3)
+		return false;
+	if (!p->v6) {
+#pragma unroll
+		for (__u32 i = 0; i < EBPF_CAPTURE_POD_MAX_ADDRS; i++) {
+			if (i >= pod_n4)
+				break;
+			if (p->tuple.ipv4.saddr == pod_v4[i])
+				return true;
+		}
+		return false; /* 0.0.0.0 too: no DHCP behind a pod's veth */
+	}
+	/*
+	 * fe80::/10: neighbour discovery, MLD and link-local traffic with the node. Scoped to
+	 * this veth (RFC 4291 §2.5.6), never forwarded (ip6_forward() refuses a link-local
+	 * source), and never a workload's address, so it names no identity to steal.
+	 */
+	if ((s[0] & bpf_htonl(0xffc00000)) == bpf_htonl(0xfe800000))
+		return true;
+	/*
+	 * "::": only ICMPv6 to multicast, i.e. a DAD Neighbor Solicitation (RFC 4862 §5.4.2),
+	 * an MLDv2 Report before the link-local address is ready (RFC 3810 §5.2.13) or a
+	 * Router Solicitation (RFC 4861 §4.1).
+	 */
+	if (!(s[0] | s[1] | s[2] | s[3]))
+		return p->l4 == NEXTHDR_ICMP &&
+		       (p->tuple.ipv6.daddr[0] & bpf_htonl(0xff000000)) == bpf_htonl(0xff000000);
+#pragma unroll
+	for (__u32 i = 0; i < EBPF_CAPTURE_POD_MAX_ADDRS; i++) {
+		if (i >= pod_n6)
+			break;
+		if (pod_v6_match(s, i))
+			return true;
+	}
+	return false;
+}
+
 static __always_inline int capture(struct __sk_buff *skb, bool pod)
 {
 	struct pkt p = {};
 	struct bpf_sock *sk;
 	__u16 port;
+	int ret;
 
-	switch (parse(skb, &p)) {
+	ret = parse(skb, &p);
+	/* first, for every packet: fragments and unparsed headers carry the source too */
+	if (pod && !pod_source_ok(&p)) {
+		count(EBPF_CAPTURE_STAT_SPOOFED);
+		return TC_ACT_SHOT;
+	}
+	switch (ret) {
 	case PARSE_TCP:
 		break;
 	case PARSE_UNKNOWN:
@@ -300,9 +383,23 @@ static __always_inline int capture(struct __sk_buff *skb, bool pod)
 	return TC_ACT_SHOT;
 }
 
+/*
+ * Only IPv4, IPv6 and ARP leave a pod. ARP passes: it is link-local and carries no address
+ * ztunnel looks at. Any other ethertype has no source we can check, so it is dropped; a
+ * VLAN tag was already taken off by the stack (skb->protocol is the inner type), and a
+ * second tag shows up here as ETH_P_8021Q/8021AD and is dropped.
+ */
 SEC("tc")
 int capture_pod(struct __sk_buff *skb)
 {
+	__u16 proto = skb->protocol;
+
+	if (proto == bpf_htons(ETH_P_ARP))
+		return VERDICT_PASS;
+	if (proto != bpf_htons(ETH_P_IP) && proto != bpf_htons(ETH_P_IPV6)) {
+		count(EBPF_CAPTURE_STAT_SPOOFED);
+		return TC_ACT_SHOT;
+	}
 	return capture(skb, true);
 }
 

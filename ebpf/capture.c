@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Loader for capture.bpf.c: tc attach/detach/query in our own handle/priority slot. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <net/if.h>
 #include <stdlib.h>
@@ -13,6 +14,8 @@
 #include "capture.skel.h"
 
 #define STATS_MAP_NAME "ml_cap_stats_v1"
+/* libbpf names the .rodata map "<first 8 chars of the object name>.rodata". */
+#define RODATA_SUFFIX ".rodata"
 /* Upper bound on maps one of our programs references (.rodata, stats, .bss, ...). */
 #define MAX_PROG_MAPS 8
 
@@ -40,7 +43,80 @@ static int ifindex_check(int ifindex)
 	return 0;
 }
 
-int ebpf_capture_attach(int ifindex, enum ebpf_capture_kind kind)
+/*
+ * An address a pod can own and send from. Link-local is refused because capture_pod lets
+ * fe80::/10 through anyway; the others never appear as the source of a packet a pod's
+ * stack sends (or the stack drops them on receipt).
+ */
+static bool pod_addr4_ok(const struct in_addr *a)
+{
+	uint32_t h = ntohl(a->s_addr);
+
+	return h != INADDR_ANY && h != INADDR_BROADCAST && (h >> 24) != 127 && !IN_MULTICAST(h);
+}
+
+static bool pod_addr6_ok(const struct in6_addr *a)
+{
+	return !IN6_IS_ADDR_UNSPECIFIED(a) && !IN6_IS_ADDR_LOOPBACK(a) &&
+	       !IN6_IS_ADDR_MULTICAST(a) && !IN6_IS_ADDR_LINKLOCAL(a) && !IN6_IS_ADDR_V4MAPPED(a);
+}
+
+int ebpf_pod_addrs_add(struct ebpf_pod_addrs *addrs, const char *addr)
+{
+	char buf[INET6_ADDRSTRLEN];
+	struct in6_addr a6;
+	struct in_addr a4;
+	size_t n;
+
+	if (!addrs || !addr || addrs->n4 > EBPF_CAPTURE_POD_MAX_ADDRS ||
+	    addrs->n6 > EBPF_CAPTURE_POD_MAX_ADDRS)
+		return -EINVAL;
+	n = strcspn(addr, "/");
+	if (n == 0 || n >= sizeof(buf))
+		return -EINVAL;
+	memcpy(buf, addr, n);
+	buf[n] = '\0';
+	if (inet_pton(AF_INET, buf, &a4) == 1) {
+		if (!pod_addr4_ok(&a4))
+			return -EINVAL;
+		for (unsigned int i = 0; i < addrs->n4; i++)
+			if (addrs->v4[i].s_addr == a4.s_addr)
+				return 0;
+		if (addrs->n4 == EBPF_CAPTURE_POD_MAX_ADDRS)
+			return -E2BIG;
+		addrs->v4[addrs->n4++] = a4;
+		return 0;
+	}
+	if (inet_pton(AF_INET6, buf, &a6) == 1) {
+		if (!pod_addr6_ok(&a6))
+			return -EINVAL;
+		for (unsigned int i = 0; i < addrs->n6; i++)
+			if (IN6_ARE_ADDR_EQUAL(&addrs->v6[i], &a6))
+				return 0;
+		if (addrs->n6 == EBPF_CAPTURE_POD_MAX_ADDRS)
+			return -E2BIG;
+		addrs->v6[addrs->n6++] = a6;
+		return 0;
+	}
+	return -EINVAL;
+}
+
+static int pod_addrs_check(const struct ebpf_pod_addrs *addrs)
+{
+	if (!addrs || addrs->n4 > EBPF_CAPTURE_POD_MAX_ADDRS ||
+	    addrs->n6 > EBPF_CAPTURE_POD_MAX_ADDRS || addrs->n4 + addrs->n6 == 0)
+		return -EINVAL;
+	for (unsigned int i = 0; i < addrs->n4; i++)
+		if (!pod_addr4_ok(&addrs->v4[i]))
+			return -EINVAL;
+	for (unsigned int i = 0; i < addrs->n6; i++)
+		if (!pod_addr6_ok(&addrs->v6[i]))
+			return -EINVAL;
+	return 0;
+}
+
+/* @addrs: the pod's sources for EBPF_CAPTURE_POD (checked), NULL for EBPF_CAPTURE_NODE. */
+static int attach(int ifindex, enum ebpf_capture_kind kind, const struct ebpf_pod_addrs *addrs)
 {
 	struct bpf_tc_hook hook;
 	struct bpf_tc_opts opts;
@@ -51,8 +127,6 @@ int ebpf_capture_attach(int ifindex, enum ebpf_capture_kind kind)
 	err = ifindex_check(ifindex);
 	if (err)
 		return err;
-	if (kind != EBPF_CAPTURE_POD && kind != EBPF_CAPTURE_NODE)
-		return -EINVAL;
 
 	skel = capture_bpf__open();
 	if (!skel)
@@ -60,6 +134,15 @@ int ebpf_capture_attach(int ifindex, enum ebpf_capture_kind kind)
 	skel->rodata->outbound_port = MESHLITE_CAPTURE_OUTBOUND_PORT;
 	skel->rodata->inbound_port = MESHLITE_CAPTURE_INBOUND_PORT;
 	skel->rodata->capture_mark = MESHLITE_CAPTURE_MARK;
+	if (addrs) {
+		skel->rodata->pod_n4 = addrs->n4;
+		skel->rodata->pod_n6 = addrs->n6;
+		for (unsigned int i = 0; i < addrs->n4; i++)
+			skel->rodata->pod_v4[i] = addrs->v4[i].s_addr;
+		for (unsigned int i = 0; i < addrs->n6; i++)
+			memcpy(skel->rodata->pod_v6[i], &addrs->v6[i],
+			       sizeof(skel->rodata->pod_v6[i]));
+	}
 	prog = kind == EBPF_CAPTURE_POD ? skel->progs.capture_pod : skel->progs.capture_node;
 	unused = kind == EBPF_CAPTURE_POD ? skel->progs.capture_node : skel->progs.capture_pod;
 	err = bpf_program__set_autoload(unused, false);
@@ -82,6 +165,23 @@ cleanup:
 	return err;
 }
 
+int ebpf_capture_attach_pod(int ifindex, const struct ebpf_pod_addrs *addrs)
+{
+	int err = pod_addrs_check(addrs);
+
+	if (err)
+		return err;
+	return attach(ifindex, EBPF_CAPTURE_POD, addrs);
+}
+
+int ebpf_capture_attach(int ifindex, enum ebpf_capture_kind kind)
+{
+	/* a pod program without the pod's addresses would let any source through */
+	if (kind != EBPF_CAPTURE_NODE)
+		return -EINVAL;
+	return attach(ifindex, kind, NULL);
+}
+
 int ebpf_capture_detach(int ifindex)
 {
 	struct bpf_tc_hook hook;
@@ -99,8 +199,11 @@ int ebpf_capture_detach(int ifindex)
 	return err;
 }
 
-/* fd of the program in our slot, or -errno (-ENOENT: empty slot or not one of ours). */
-static int attached_prog_fd(int ifindex)
+/*
+ * fd of the program in our slot, or -errno (-ENOENT: empty slot or not one of ours).
+ * *ret_pod (if not NULL) says whether it is capture_pod.
+ */
+static int attached_prog_fd(int ifindex, bool *ret_pod)
 {
 	struct bpf_prog_info info;
 	__u32 len = sizeof(info);
@@ -128,6 +231,8 @@ static int attached_prog_fd(int ifindex)
 		err = -ENOENT;
 		goto err_close;
 	}
+	if (ret_pod)
+		*ret_pod = strcmp(info.name, "capture_pod") == 0;
 	return fd;
 err_close:
 	(void)close(fd);
@@ -136,7 +241,7 @@ err_close:
 
 bool ebpf_capture_attached(int ifindex)
 {
-	int fd = attached_prog_fd(ifindex);
+	int fd = attached_prog_fd(ifindex, NULL);
 
 	if (fd < 0)
 		return false;
@@ -144,8 +249,22 @@ bool ebpf_capture_attached(int ifindex)
 	return true;
 }
 
-static int stats_map_fd(int prog_fd)
+static bool name_matches(const char *have, const char *want, size_t want_len)
 {
+	size_t len = strnlen(have, BPF_OBJ_NAME_LEN);
+
+	if (want[0] == '.')
+		return len >= want_len && memcmp(have + len - want_len, want, want_len) == 0;
+	return strcmp(have, want) == 0;
+}
+
+/*
+ * fd of the map of @prog_fd named @name (or ending in @name when it starts with '.') whose
+ * values are @value_size bytes, with at least @entries entries; -ENOENT if there is none.
+ */
+static int prog_map_fd(int prog_fd, const char *name, __u32 value_size, __u32 entries)
+{
+	size_t nlen = strlen(name);
 	__u32 ids[MAX_PROG_MAPS];
 	struct bpf_prog_info info;
 	__u32 len = sizeof(info);
@@ -166,8 +285,8 @@ static int stats_map_fd(int prog_fd)
 			continue;
 		memset(&minfo, 0, sizeof(minfo));
 		if (bpf_obj_get_info_by_fd(fd, &minfo, &mlen) == 0 &&
-		    strcmp(minfo.name, STATS_MAP_NAME) == 0 && minfo.value_size == sizeof(__u64) &&
-		    minfo.max_entries >= EBPF_CAPTURE_STAT_MAX)
+		    name_matches(minfo.name, name, nlen) && minfo.value_size == value_size &&
+		    minfo.max_entries >= entries)
 			return fd;
 		(void)close(fd);
 	}
@@ -176,17 +295,17 @@ static int stats_map_fd(int prog_fd)
 
 int ebpf_capture_stats(int ifindex, uint64_t ret_stats[EBPF_CAPTURE_STAT_MAX])
 {
-	uint64_t sums[EBPF_CAPTURE_STAT_MAX] = {0};
+	uint64_t sums[EBPF_CAPTURE_STAT_MAX] = { 0 };
 	int ncpus = libbpf_num_possible_cpus();
 	int prog_fd, map_fd, err = 0;
 	__u64 *vals;
 
 	if (ncpus <= 0)
 		return ncpus < 0 ? ncpus : -EINVAL;
-	prog_fd = attached_prog_fd(ifindex);
+	prog_fd = attached_prog_fd(ifindex, NULL);
 	if (prog_fd < 0)
 		return prog_fd;
-	map_fd = stats_map_fd(prog_fd);
+	map_fd = prog_map_fd(prog_fd, STATS_MAP_NAME, sizeof(__u64), EBPF_CAPTURE_STAT_MAX);
 	if (map_fd < 0) {
 		err = map_fd;
 		goto err_close_prog;
@@ -207,6 +326,49 @@ int ebpf_capture_stats(int ifindex, uint64_t ret_stats[EBPF_CAPTURE_STAT_MAX])
 	memcpy(ret_stats, sums, sizeof(sums));
 err_free:
 	free(vals);
+err_close_map:
+	(void)close(map_fd);
+err_close_prog:
+	(void)close(prog_fd);
+	return err;
+}
+
+int ebpf_capture_pod_addrs(int ifindex, struct ebpf_pod_addrs *ret_addrs)
+{
+	struct capture_bpf__rodata ro;
+	struct ebpf_pod_addrs a;
+	int prog_fd, map_fd, err = 0;
+	bool pod = false;
+	__u32 key = 0;
+
+	prog_fd = attached_prog_fd(ifindex, &pod);
+	if (prog_fd < 0)
+		return prog_fd;
+	if (!pod) {
+		err = -ENOENT;
+		goto err_close_prog;
+	}
+	map_fd = prog_map_fd(prog_fd, RODATA_SUFFIX, sizeof(ro), 1);
+	if (map_fd < 0) {
+		err = map_fd;
+		goto err_close_prog;
+	}
+	if (bpf_map_lookup_elem(map_fd, &key, &ro)) {
+		err = -errno;
+		goto err_close_map;
+	}
+	if (ro.pod_n4 > EBPF_CAPTURE_POD_MAX_ADDRS || ro.pod_n6 > EBPF_CAPTURE_POD_MAX_ADDRS) {
+		err = -EBADMSG;
+		goto err_close_map;
+	}
+	memset(&a, 0, sizeof(a));
+	a.n4 = ro.pod_n4;
+	a.n6 = ro.pod_n6;
+	for (unsigned int i = 0; i < a.n4; i++)
+		a.v4[i].s_addr = ro.pod_v4[i];
+	for (unsigned int i = 0; i < a.n6; i++)
+		memcpy(&a.v6[i], ro.pod_v6[i], sizeof(a.v6[i]));
+	*ret_addrs = a;
 err_close_map:
 	(void)close(map_fd);
 err_close_prog:

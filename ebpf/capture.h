@@ -32,6 +32,12 @@
 #define MESHLITE_CAPTURE_TC_HANDLE 0x111
 #define MESHLITE_CAPTURE_TC_PRIO 1
 
+/*
+ * capture_pod accepts packets from at most this many of the pod's own addresses per family
+ * (set per attachment, see ebpf_capture_attach_pod()).
+ */
+#define EBPF_CAPTURE_POD_MAX_ADDRS 4
+
 /* Index into the per-CPU counter map ml_cap_stats_v1. Append only: the layout is _v1. */
 enum ebpf_capture_stat {
 	EBPF_CAPTURE_STAT_SYN,	       /* SYN assigned to the listener */
@@ -39,11 +45,13 @@ enum ebpf_capture_stat {
 	EBPF_CAPTURE_STAT_NO_LISTENER, /* SYN dropped: no listener (fail closed) */
 	EBPF_CAPTURE_STAT_ASSIGN_ERR,  /* bpf_sk_assign() failed: SYN dropped, others marked */
 	EBPF_CAPTURE_STAT_UNPARSED,    /* pod TCP fragment or too many IPv6 ext headers: dropped */
+	EBPF_CAPTURE_STAT_SPOOFED,     /* pod packet not from one of its addresses: dropped */
 	EBPF_CAPTURE_STAT_MAX,
 };
 
 #ifndef __bpf__
 
+#include <netinet/in.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -52,13 +60,42 @@ enum ebpf_capture_kind {
 	EBPF_CAPTURE_NODE, /* ingress of the node's uplink: HBONE (:15008) capture */
 };
 
-/* Load capture_pod or capture_node and put it in our tc slot, replacing what was there. */
+/*
+ * The addresses a pod may send from (its CNI result's "ips"). Zero-initialise, then fill
+ * with ebpf_pod_addrs_add() or by hand.
+ */
+struct ebpf_pod_addrs {
+	unsigned int n4, n6;
+	struct in_addr v4[EBPF_CAPTURE_POD_MAX_ADDRS];
+	struct in6_addr v6[EBPF_CAPTURE_POD_MAX_ADDRS];
+};
+
+/*
+ * Add "IP" or "IP/PREFIXLEN" (the prefix is ignored) to @addrs; an address already there is
+ * not added twice. -EINVAL if it is not an address a pod can own: unparsable, unspecified,
+ * loopback, multicast, 255.255.255.255, IPv4-mapped, or IPv6 link-local (fe80::/10 always
+ * passes, see README.md). -E2BIG once that family holds EBPF_CAPTURE_POD_MAX_ADDRS.
+ */
+int ebpf_pod_addrs_add(struct ebpf_pod_addrs *addrs, const char *addr);
+
+/*
+ * Load capture_pod with @addrs as the only allowed sources (at least one, each valid as for
+ * ebpf_pod_addrs_add(), else -EINVAL) and put it in our tc slot, replacing what was there.
+ */
+int ebpf_capture_attach_pod(int ifindex, const struct ebpf_pod_addrs *addrs);
+/*
+ * Load capture_node and put it in our tc slot, replacing what was there. EBPF_CAPTURE_POD
+ * is refused (-EINVAL): a pod program needs the pod's addresses (ebpf_capture_attach_pod).
+ */
 int ebpf_capture_attach(int ifindex, enum ebpf_capture_kind kind);
 /* Remove our filter; other filters and the clsact qdisc stay. 0 if nothing was attached. */
 int ebpf_capture_detach(int ifindex);
 bool ebpf_capture_attached(int ifindex);
 /* Sum of the per-CPU counters of the program attached to ifindex (-ENOENT if none). */
 int ebpf_capture_stats(int ifindex, uint64_t ret_stats[EBPF_CAPTURE_STAT_MAX]);
+/* The allowed sources the capture_pod attached to ifindex was loaded with (-ENOENT if no
+ * capture_pod is attached there). */
+int ebpf_capture_pod_addrs(int ifindex, struct ebpf_pod_addrs *ret_addrs);
 
 /* ip rule fwmark MARK lookup TABLE; ip route add local 0.0.0.0/0 (and ::/0) dev lo table
  * TABLE. Idempotent, via rtnetlink. IPv6 is skipped when the namespace has none. */

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* meshlite-capture: attach/detach/inspect the capture programs and their routing by hand. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <net/if.h>
 #include <stdarg.h>
@@ -21,12 +22,17 @@ static const char usage[] =
 	"current network namespace (run it under \"ip netns exec NODE\").\n"
 	"\n"
 	"Commands:\n"
-	"  attach pod IFNAME    capture connections leaving a pod (its host-side veth)\n"
-	"                       into the listener on :15001; no listener: SYNs dropped\n"
+	"  attach pod IFNAME --addr IP [--addr IP]...\n"
+	"                       capture connections leaving a pod (its host-side veth)\n"
+	"                       into the listener on :15001; no listener: SYNs dropped.\n"
+	"                       IP (or IP/LEN) are the pod's own addresses, at least one,\n"
+	"                       up to 4 per family: anything the pod sends from another\n"
+	"                       source is dropped (ARP, IPv6 link-local and ::-sourced\n"
+	"                       ICMPv6 to multicast excepted)\n"
 	"  attach node IFNAME   capture HBONE (dport 15008) arriving on the node's uplink\n"
 	"  detach IFNAME        remove our filter (succeeds if none is attached)\n"
-	"  status IFNAME        print whether our filter is attached, and its counters;\n"
-	"                       exit status 0 if attached, 1 if not\n"
+	"  status IFNAME        print whether our filter is attached, its counters and, for\n"
+	"                       a pod, its allowed sources; exit status 0 if attached, 1 if not\n"
 	"  routing setup        ip rule fwmark 0x111 lookup 133 + local 0.0.0.0/0, ::/0 dev lo\n"
 	"  routing teardown     remove them (succeeds if absent)\n"
 	"\n"
@@ -40,6 +46,7 @@ static const char *const stat_names[EBPF_CAPTURE_STAT_MAX] = {
 	[EBPF_CAPTURE_STAT_NO_LISTENER] = "dropped_no_listener",
 	[EBPF_CAPTURE_STAT_ASSIGN_ERR] = "assign_errors",
 	[EBPF_CAPTURE_STAT_UNPARSED] = "dropped_unparsed",
+	[EBPF_CAPTURE_STAT_SPOOFED] = "dropped_spoofed",
 };
 
 static bool verbose;
@@ -83,23 +90,71 @@ static int ifindex_of(const char *ifname)
 	return (int)idx;
 }
 
-static int cmd_attach(const char *kind, const char *ifname)
+/* attach pod|node IFNAME [--addr IP]... (--addr=IP too), options anywhere after "attach" */
+static int cmd_attach(int argc, char **argv)
 {
+	const char *pos[2] = { NULL, NULL };
+	struct ebpf_pod_addrs addrs;
 	enum ebpf_capture_kind k;
+	unsigned int npos = 0;
 	int ifindex, err;
 
-	if (strcmp(kind, "pod") == 0)
+	memset(&addrs, 0, sizeof(addrs));
+	for (int i = 1; i < argc; i++) {
+		const char *addr = NULL;
+
+		if (strcmp(argv[i], "--addr") == 0) {
+			if (++i == argc)
+				return usage_error("attach: --addr needs an IP address");
+			addr = argv[i];
+		} else if (strncmp(argv[i], "--addr=", 7) == 0) {
+			addr = argv[i] + 7;
+		} else if (argv[i][0] == '-') {
+			return usage_error("attach: unknown option");
+		} else if (npos < 2) {
+			pos[npos++] = argv[i];
+			continue;
+		} else {
+			return usage_error("attach: expected pod|node IFNAME");
+		}
+		err = ebpf_pod_addrs_add(&addrs, addr);
+		if (err == -E2BIG) {
+			fprintf(stderr, PROG ": --addr %s: at most %d addresses per family\n", addr,
+				EBPF_CAPTURE_POD_MAX_ADDRS);
+			return EXIT_FAILURE;
+		}
+		if (err) {
+			fprintf(stderr,
+				PROG ": --addr %s: not an address a pod can own (unspecified, "
+				     "loopback, multicast, broadcast, IPv4-mapped or link-local, "
+				     "or not an IP address)\n",
+				addr);
+			return EXIT_FAILURE;
+		}
+	}
+	if (npos != 2)
+		return usage_error("attach: expected pod|node IFNAME");
+	if (strcmp(pos[0], "pod") == 0)
 		k = EBPF_CAPTURE_POD;
-	else if (strcmp(kind, "node") == 0)
+	else if (strcmp(pos[0], "node") == 0)
 		k = EBPF_CAPTURE_NODE;
 	else
 		return usage_error("attach: kind must be 'pod' or 'node'");
-	ifindex = ifindex_of(ifname);
+	if (k == EBPF_CAPTURE_POD && addrs.n4 + addrs.n6 == 0)
+		return usage_error(
+			"attach pod: give the pod's addresses with --addr IP (at least "
+			"one): the pod program drops every packet from any other source");
+	if (k == EBPF_CAPTURE_NODE && addrs.n4 + addrs.n6 != 0)
+		return usage_error("attach node: --addr is only for pod");
+	ifindex = ifindex_of(pos[1]);
 	if (!ifindex)
-		return fail(errno, "attach to %s", ifname);
-	err = ebpf_capture_attach(ifindex, k);
+		return fail(errno, "attach to %s", pos[1]);
+	if (k == EBPF_CAPTURE_POD)
+		err = ebpf_capture_attach_pod(ifindex, &addrs);
+	else
+		err = ebpf_capture_attach(ifindex, k);
 	if (err)
-		return fail(err, "attach to %s", ifname);
+		return fail(err, "attach to %s", pos[1]);
 	return EXIT_SUCCESS;
 }
 
@@ -116,9 +171,22 @@ static int cmd_detach(const char *ifname)
 	return EXIT_SUCCESS;
 }
 
+static void print_pod_addrs(const struct ebpf_pod_addrs *a)
+{
+	char buf[INET6_ADDRSTRLEN];
+
+	for (unsigned int i = 0; i < a->n4; i++)
+		if (inet_ntop(AF_INET, &a->v4[i], buf, sizeof(buf)))
+			printf("  allowed_source %s\n", buf);
+	for (unsigned int i = 0; i < a->n6; i++)
+		if (inet_ntop(AF_INET6, &a->v6[i], buf, sizeof(buf)))
+			printf("  allowed_source %s\n", buf);
+}
+
 static int cmd_status(const char *ifname)
 {
 	uint64_t stats[EBPF_CAPTURE_STAT_MAX];
+	struct ebpf_pod_addrs addrs;
 	int ifindex, err;
 
 	ifindex = ifindex_of(ifname);
@@ -134,6 +202,11 @@ static int cmd_status(const char *ifname)
 		return fail(err, "counters of %s", ifname);
 	for (int i = 0; i < EBPF_CAPTURE_STAT_MAX; i++)
 		printf("  %s %llu\n", stat_names[i], (unsigned long long)stats[i]);
+	err = ebpf_capture_pod_addrs(ifindex, &addrs);
+	if (err == 0)
+		print_pod_addrs(&addrs);
+	else if (err != -ENOENT) /* -ENOENT: a node program */
+		return fail(err, "allowed sources of %s", ifname);
 	return EXIT_SUCCESS;
 }
 
@@ -175,8 +248,8 @@ int main(int argc, char **argv)
 	argc -= i;
 	argv += i;
 
-	if (argc == 3 && strcmp(argv[0], "attach") == 0)
-		return cmd_attach(argv[1], argv[2]);
+	if (argc >= 1 && strcmp(argv[0], "attach") == 0)
+		return cmd_attach(argc, argv);
 	if (argc == 2 && strcmp(argv[0], "detach") == 0)
 		return cmd_detach(argv[1]);
 	if (argc == 2 && strcmp(argv[0], "status") == 0)

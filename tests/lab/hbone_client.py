@@ -75,6 +75,8 @@ def main():
         print("reset", flush=True)
     except OSError as e:
         print("error", e, flush=True)
+    except Exception as e:  # an h2 protocol error from a misbehaving server, say
+        print("error", type(e).__name__, e, flush=True)
 
 
 main()

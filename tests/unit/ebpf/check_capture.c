@@ -57,8 +57,10 @@
 enum { F_SYN = 1, F_ACK = 2, F_RST = 4 };
 
 struct pkt_desc {
-	int family; /* AF_INET, AF_INET6; 0 = ARP */
+	int family;	    /* AF_INET, AF_INET6; 0 = a non-IP frame of type ethertype */
+	uint16_t ethertype; /* family 0 only; 0 = ARP */
 	uint8_t proto;
+	uint8_t icmp_type; /* ICMP / ICMPv6 type; 0 = echo request */
 	const char *src, *dst;
 	uint16_t sport, dport;
 	uint8_t flags;
@@ -121,9 +123,9 @@ static void pg_l4(struct pktgen *pg, const struct pkt_desc *d)
 		uh->dest = htons(d->dport);
 		uh->len = htons(sizeof(*uh));
 	} else {
-		uint8_t *icmp = pg_put(pg, 8);
+		uint8_t *icmp = pg_put(pg, d->proto == IPPROTO_ICMPV6 ? 24 : 8);
 
-		icmp[0] = d->proto == IPPROTO_ICMPV6 ? 128 : 8; /* echo request */
+		icmp[0] = d->icmp_type ? d->icmp_type : d->proto == IPPROTO_ICMPV6 ? 128 : 8;
 	}
 }
 
@@ -179,7 +181,7 @@ static void pktgen(struct pktgen *pg, const struct pkt_desc *d)
 		pg_l4(pg, d);
 		ip6 = (struct ip6_hdr *)(pg->buf + l3);
 		ip6->ip6_plen = htons((uint16_t)(pg->len - l3 - sizeof(*ip6)));
-	} else {
+	} else if (!d->ethertype) {
 		uint8_t *arp = pg_put(pg, 28);
 
 		eth->ether_type = htons(ETHERTYPE_ARP);
@@ -188,6 +190,10 @@ static void pktgen(struct pktgen *pg, const struct pkt_desc *d)
 		arp[4] = 6;
 		arp[5] = 4;
 		arp[7] = 1; /* request */
+	} else {
+		/* anything else: 46 bytes of zeroes (the minimum Ethernet payload) */
+		eth->ether_type = htons(d->ethertype);
+		(void)pg_put(pg, 46);
 	}
 	if (d->truncate) {
 		ck_assert_uint_le(d->truncate, pg->len);
@@ -238,17 +244,32 @@ __attribute__((format(printf, 2, 0))) static int quiet_libbpf(enum libbpf_print_
 
 static struct capture_bpf *skel;
 
-static void setup(void)
+/*
+ * capture_pod's allowed sources in the "prog" cases: the pod's addresses, and loopback as a
+ * second address of each family (the SETUP cases' sockets live on lo). ebpf_pod_addrs_add()
+ * refuses loopback, so these go straight into the rodata, as the loader would put them.
+ */
+static const char *const pod_srcs4[] = { "10.1.0.2", "127.0.0.1" };
+static const char *const pod_srcs6[] = { "fd00:1::2", "::1" };
+
+static void load_skel(const char *const *v4, unsigned int n4, const char *const *v6,
+		      unsigned int n6)
 {
 	int err;
 
-	enter_private_netns();
-	libbpf_set_print(quiet_libbpf);
 	skel = capture_bpf__open();
 	ck_assert_msg(skel, "capture_bpf__open: %s", strerror(errno));
 	skel->rodata->outbound_port = OUT_PORT;
 	skel->rodata->inbound_port = IN_PORT;
 	skel->rodata->capture_mark = TEST_MARK;
+	ck_assert_uint_le(n4, EBPF_CAPTURE_POD_MAX_ADDRS);
+	ck_assert_uint_le(n6, EBPF_CAPTURE_POD_MAX_ADDRS);
+	skel->rodata->pod_n4 = n4;
+	skel->rodata->pod_n6 = n6;
+	for (unsigned int i = 0; i < n4; i++)
+		ck_assert_int_eq(inet_pton(AF_INET, v4[i], &skel->rodata->pod_v4[i]), 1);
+	for (unsigned int i = 0; i < n6; i++)
+		ck_assert_int_eq(inet_pton(AF_INET6, v6[i], skel->rodata->pod_v6[i]), 1);
 	loading = true;
 	err = capture_bpf__load(skel);
 	loading = false;
@@ -256,6 +277,13 @@ static void setup(void)
 		      "loading capture.bpf.o failed (%s): BPF is not permitted here or the "
 		      "verifier rejected the program; rerun meshlite-capture -v attach for the log",
 		      strerror(-err));
+}
+
+static void setup(void)
+{
+	enter_private_netns();
+	libbpf_set_print(quiet_libbpf);
+	load_skel(pod_srcs4, 2, pod_srcs6, 2);
 }
 
 static void teardown(void)
@@ -273,6 +301,7 @@ enum setup_kind {
 	SETUP_LISTEN_V6ONLY,	/* transparent [::]:<capture port>, IPV6_V6ONLY */
 	SETUP_ORIG_LISTENER,	/* a plain listener on the packet's own destination */
 	SETUP_ESTAB,		/* a connection over lo; the packet carries its 4-tuple */
+	SETUP_ESTAB_OTHER,	/* the same from 127.0.0.2, which the pod does not own */
 	SETUP_TIME_WAIT,	/* the same, closed: the packet goes to the TIME_WAIT side */
 	SETUP_TIME_WAIT_LISTEN, /* SETUP_TIME_WAIT plus SETUP_LISTEN_V4 */
 };
@@ -345,8 +374,11 @@ static uint16_t local_port(int fd)
 					     : ((struct sockaddr_in6 *)&ss)->sin6_port);
 }
 
-/* A connected pair over lo; the server side is the socket the packet must find. */
-static void establish(struct env *e, int family)
+/*
+ * A connected pair over lo; the server side is the socket the packet must find. @cli_src
+ * (IPv4 only), if not NULL, is the client's address.
+ */
+static void establish(struct env *e, int family, const char *cli_src)
 {
 	const char *lo = family == AF_INET ? "127.0.0.1" : "::1";
 	struct sockaddr_storage ss;
@@ -356,6 +388,13 @@ static void establish(struct env *e, int family)
 	ck_assert_int_eq(getsockname(e->fds[0], (struct sockaddr *)&ss, &len), 0);
 	e->fds[1] = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	ck_assert_int_ge(e->fds[1], 0);
+	if (cli_src) {
+		struct sockaddr_in src = { .sin_family = AF_INET };
+
+		ck_assert_int_eq(family, AF_INET);
+		ck_assert_int_eq(inet_pton(AF_INET, cli_src, &src.sin_addr), 1);
+		ck_assert_int_eq(bind(e->fds[1], (struct sockaddr *)&src, sizeof(src)), 0);
+	}
 	ck_assert_int_eq(connect(e->fds[1], (struct sockaddr *)&ss, len), 0);
 	e->fds[2] = accept4(e->fds[0], NULL, NULL, SOCK_CLOEXEC);
 	ck_assert_int_ge(e->fds[2], 0);
@@ -383,17 +422,18 @@ static void env_setup(struct env *e, enum setup_kind kind, bool node, struct pkt
 		e->fds[0] = listener(d->family, d->dst, d->dport, false, true);
 		break;
 	case SETUP_ESTAB:
-		establish(e, d->family);
+	case SETUP_ESTAB_OTHER:
+		establish(e, d->family, kind == SETUP_ESTAB_OTHER ? "127.0.0.2" : NULL);
 		d->sport = e->cli_port;
 		d->dport = e->srv_port;
 		break;
 	case SETUP_TIME_WAIT_LISTEN:
 	case SETUP_TIME_WAIT:
-		establish(e, d->family);
+		establish(e, d->family, NULL);
 		/* the client closes first, so its end (local port cli_port) lingers in TIME_WAIT */
 		close(e->fds[1]);
 		e->fds[1] = -1;
-		ck_assert_int_eq(recv(e->fds[2], &(char){0}, 1, 0), 0);
+		ck_assert_int_eq(recv(e->fds[2], &(char){ 0 }, 1, 0), 0);
 		close(e->fds[2]);
 		e->fds[2] = -1;
 		usleep(20 * 1000); /* lo delivers in softirq; leave it time for the last ACK */
@@ -469,7 +509,7 @@ struct capture_case {
 #define CASE(nm, prg, st, v, mk, cnt, ...)                                                         \
 	{                                                                                          \
 		.name = (nm), .node = (prg), .setup = (st), .verdict = (v), .marked = (mk),        \
-		.stat = (cnt), .pkt = {__VA_ARGS__},                                               \
+		.stat = (cnt), .pkt = { __VA_ARGS__ },                                             \
 	}
 #define POD false
 #define NODE true
@@ -480,6 +520,14 @@ struct capture_case {
 #define NO_LISTENER EBPF_CAPTURE_STAT_NO_LISTENER
 #define ASSIGN_ERR EBPF_CAPTURE_STAT_ASSIGN_ERR
 #define UNPARSED EBPF_CAPTURE_STAT_UNPARSED
+#define SPOOFED EBPF_CAPTURE_STAT_SPOOFED
+#define SPOOF_V4 V4("10.1.0.3", "10.77.0.1") /* another pod's address */
+#define SPOOF_V6 V6("fd00:1::3", "fd00:77::1")
+#define ICMP6(t) .proto = IPPROTO_ICMPV6, .icmp_type = (t)
+#define ND_RS 133
+#define ND_NS 135
+#define ND_NA 136
+#define MLD2_REPORT 143
 #define LO4 V4("127.0.0.1", "127.0.0.1")
 #define LO6 V6("::1", "::1")
 
@@ -493,7 +541,7 @@ static const struct capture_case cases[] = {
 	CASE("udp6", POD, SETUP_NONE, PASS, NOMARK, NO_STAT, POD_V6, .proto = IPPROTO_UDP,
 	     .sport = 5353, .dport = 53),
 	CASE("udp6 behind hop-by-hop", POD, SETUP_NONE, PASS, NOMARK, NO_STAT, POD_V6,
-	     .proto = IPPROTO_UDP, .n_ext = 1, .ext = {IPPROTO_HOPOPTS}),
+	     .proto = IPPROTO_UDP, .n_ext = 1, .ext = { IPPROTO_HOPOPTS }),
 
 	/* fail closed: a new connection and no listener */
 	CASE("syn4 no listener", POD, SETUP_NONE, SHOT, NOMARK, NO_LISTENER, POD_V4,
@@ -507,9 +555,9 @@ static const struct capture_case cases[] = {
 	CASE("syn4 with ip options", POD, SETUP_NONE, SHOT, NOMARK, NO_LISTENER, POD_V4,
 	     TCP(40000, 8080, F_SYN), .ip_optwords = 10),
 	CASE("syn6 behind hop-by-hop + dstopts", POD, SETUP_NONE, SHOT, NOMARK, NO_LISTENER, POD_V6,
-	     TCP(40000, 8080, F_SYN), .n_ext = 2, .ext = {IPPROTO_HOPOPTS, IPPROTO_DSTOPTS}),
+	     TCP(40000, 8080, F_SYN), .n_ext = 2, .ext = { IPPROTO_HOPOPTS, IPPROTO_DSTOPTS }),
 	CASE("syn6 atomic fragment", POD, SETUP_NONE, SHOT, NOMARK, NO_LISTENER, POD_V6,
-	     TCP(40000, 8080, F_SYN), .n_ext = 1, .ext = {IPPROTO_FRAGMENT}),
+	     TCP(40000, 8080, F_SYN), .n_ext = 1, .ext = { IPPROTO_FRAGMENT }),
 
 	/* a new connection with our listener: marked and handed to the assign */
 	CASE("syn4 listener", POD, SETUP_LISTEN_V4, SHOT, MARK, ASSIGN_ERR, POD_V4,
@@ -551,11 +599,11 @@ static const struct capture_case cases[] = {
 	CASE("tcp4 later fragment", POD, SETUP_NONE, SHOT, NOMARK, UNPARSED, POD_V4,
 	     TCP(40000, 8080, F_ACK), .frag = 185),
 	CASE("tcp6 fragment", POD, SETUP_NONE, SHOT, NOMARK, UNPARSED, POD_V6,
-	     TCP(40000, 8080, F_SYN), .frag = 1 /* M */, .n_ext = 1, .ext = {IPPROTO_FRAGMENT}),
+	     TCP(40000, 8080, F_SYN), .frag = 1 /* M */, .n_ext = 1, .ext = { IPPROTO_FRAGMENT }),
 	CASE("tcp6 behind 7 extension headers", POD, SETUP_NONE, SHOT, NOMARK, UNPARSED, POD_V6,
 	     TCP(40000, 8080, F_SYN), .n_ext = 7,
-	     .ext = {IPPROTO_HOPOPTS, IPPROTO_DSTOPTS, IPPROTO_DSTOPTS, IPPROTO_DSTOPTS,
-		     IPPROTO_DSTOPTS, IPPROTO_DSTOPTS, IPPROTO_DSTOPTS}),
+	     .ext = { IPPROTO_HOPOPTS, IPPROTO_DSTOPTS, IPPROTO_DSTOPTS, IPPROTO_DSTOPTS,
+		      IPPROTO_DSTOPTS, IPPROTO_DSTOPTS, IPPROTO_DSTOPTS }),
 
 	/*
 	 * truncated or malformed: not TCP segments the stack would take; no crash, no counter
@@ -572,9 +620,112 @@ static const struct capture_case cases[] = {
 	CASE("truncated ipv6, no tcp", POD, SETUP_NONE, PASS, NOMARK, NO_STAT, POD_V6,
 	     TCP(40000, 8080, F_SYN), .truncate = 54),
 	CASE("truncated ipv6 exthdr", POD, SETUP_NONE, PASS, NOMARK, NO_STAT, POD_V6,
-	     TCP(40000, 8080, F_SYN), .n_ext = 1, .ext = {IPPROTO_HOPOPTS}, .truncate = 58),
+	     TCP(40000, 8080, F_SYN), .n_ext = 1, .ext = { IPPROTO_HOPOPTS }, .truncate = 58),
 	CASE("truncated tcp6", POD, SETUP_NONE, PASS, NOMARK, NO_STAT, POD_V6,
 	     TCP(40000, 8080, F_SYN), .truncate = 70),
+
+	/*
+	 * the pod's own addresses pass on to the capture (the first and the second allowed
+	 * address of each family; loopback is the second one here)
+	 */
+	CASE("udp4 from the second allowed address", POD, SETUP_NONE, PASS, NOMARK, NO_STAT,
+	     V4("127.0.0.1", "10.77.0.1"), .proto = IPPROTO_UDP, .sport = 5353, .dport = 53),
+	CASE("udp6 from the second allowed address", POD, SETUP_NONE, PASS, NOMARK, NO_STAT,
+	     V6("::1", "fd00:77::1"), .proto = IPPROTO_UDP, .sport = 5353, .dport = 53),
+
+	/* spoofed sources: dropped before any lookup, whatever the protocol */
+	CASE("spoof syn4, listener up", POD, SETUP_LISTEN_V4, SHOT, NOMARK, SPOOFED, SPOOF_V4,
+	     TCP(40000, 8080, F_SYN)),
+	CASE("spoof syn4, no listener", POD, SETUP_NONE, SHOT, NOMARK, SPOOFED, SPOOF_V4,
+	     TCP(40000, 8080, F_SYN)),
+	CASE("spoof syn6, listener up", POD, SETUP_LISTEN_V6ONLY, SHOT, NOMARK, SPOOFED, SPOOF_V6,
+	     TCP(40000, 8080, F_SYN)),
+	CASE("spoof syn6, no listener", POD, SETUP_NONE, SHOT, NOMARK, SPOOFED, SPOOF_V6,
+	     TCP(40000, 8080, F_SYN)),
+	CASE("spoof syn4, ip options", POD, SETUP_LISTEN_V4, SHOT, NOMARK, SPOOFED, SPOOF_V4,
+	     TCP(40000, 8080, F_SYN), .ip_optwords = 3),
+	CASE("spoof syn6 behind hop-by-hop + dstopts", POD, SETUP_LISTEN_V6ONLY, SHOT, NOMARK,
+	     SPOOFED, SPOOF_V6, TCP(40000, 8080, F_SYN), .n_ext = 2,
+	     .ext = { IPPROTO_HOPOPTS, IPPROTO_DSTOPTS }),
+	CASE("spoof ack4 no socket", POD, SETUP_NONE, SHOT, NOMARK, SPOOFED, SPOOF_V4,
+	     TCP(40000, 8080, F_ACK)),
+	CASE("spoof rst6 no socket", POD, SETUP_NONE, SHOT, NOMARK, SPOOFED, SPOOF_V6,
+	     TCP(40000, 8080, F_RST)),
+	/* injection into another workload's connection: its socket exists, still dropped */
+	CASE("spoof ack4 into an established connection", POD, SETUP_ESTAB_OTHER, SHOT, NOMARK,
+	     SPOOFED, V4("127.0.0.2", "127.0.0.1"), TCP(0, 0, F_ACK)),
+	CASE("spoof udp4", POD, SETUP_NONE, SHOT, NOMARK, SPOOFED, SPOOF_V4, .proto = IPPROTO_UDP,
+	     .sport = 5353, .dport = 53),
+	CASE("spoof udp6", POD, SETUP_NONE, SHOT, NOMARK, SPOOFED, SPOOF_V6, .proto = IPPROTO_UDP,
+	     .sport = 5353, .dport = 53),
+	CASE("spoof icmp", POD, SETUP_NONE, SHOT, NOMARK, SPOOFED, SPOOF_V4, .proto = IPPROTO_ICMP),
+	CASE("spoof icmpv6", POD, SETUP_NONE, SHOT, NOMARK, SPOOFED, SPOOF_V6, ICMP6(0)),
+	CASE("spoof icmpv6 neighbor solicitation", POD, SETUP_NONE, SHOT, NOMARK, SPOOFED,
+	     V6("fd00:1::3", "ff02::1:ff00:1"), ICMP6(ND_NS)),
+	CASE("spoof udp4 later fragment", POD, SETUP_NONE, SHOT, NOMARK, SPOOFED, SPOOF_V4,
+	     .proto = IPPROTO_UDP, .frag = 185),
+	CASE("spoof tcp4 first fragment", POD, SETUP_NONE, SHOT, NOMARK, SPOOFED, SPOOF_V4,
+	     TCP(40000, 8080, F_SYN), .frag = IP_MF),
+	CASE("spoof tcp6 fragment", POD, SETUP_NONE, SHOT, NOMARK, SPOOFED, SPOOF_V6,
+	     TCP(40000, 8080, F_SYN), .frag = 1 /* M */, .n_ext = 1, .ext = { IPPROTO_FRAGMENT }),
+	CASE("spoof tcp6 behind 7 extension headers", POD, SETUP_NONE, SHOT, NOMARK, SPOOFED,
+	     SPOOF_V6, TCP(40000, 8080, F_SYN), .n_ext = 7,
+	     .ext = { IPPROTO_HOPOPTS, IPPROTO_DSTOPTS, IPPROTO_DSTOPTS, IPPROTO_DSTOPTS,
+		      IPPROTO_DSTOPTS, IPPROTO_DSTOPTS, IPPROTO_DSTOPTS }),
+	CASE("spoof truncated tcp4", POD, SETUP_NONE, SHOT, NOMARK, SPOOFED, SPOOF_V4,
+	     TCP(40000, 8080, F_SYN), .truncate = 44),
+	CASE("spoof ipv4 ihl below 5", POD, SETUP_NONE, SHOT, NOMARK, SPOOFED, SPOOF_V4,
+	     TCP(40000, 8080, F_SYN), .bad_ihl = 4),
+	CASE("udp4 from 0.0.0.0 (no DHCP)", POD, SETUP_NONE, SHOT, NOMARK, SPOOFED,
+	     V4("0.0.0.0", "255.255.255.255"), .proto = IPPROTO_UDP, .sport = 68, .dport = 67),
+	CASE("udp4 from a broadcast source", POD, SETUP_NONE, SHOT, NOMARK, SPOOFED,
+	     V4("255.255.255.255", "10.77.0.1"), .proto = IPPROTO_UDP, .sport = 1, .dport = 53),
+	CASE("udp6 from a multicast source", POD, SETUP_NONE, SHOT, NOMARK, SPOOFED,
+	     V6("ff02::1", "fd00:77::1"), .proto = IPPROTO_UDP, .sport = 1, .dport = 53),
+	CASE("syn6 from fec0:: (just outside fe80::/10)", POD, SETUP_NONE, SHOT, NOMARK, SPOOFED,
+	     V6("fec0::2", "fd00:77::1"), TCP(40000, 8080, F_SYN)),
+
+	/* link-local: neighbour discovery, MLD and link-local traffic pass the check */
+	CASE("ns6 from link-local", POD, SETUP_NONE, PASS, NOMARK, NO_STAT,
+	     V6("fe80::2", "ff02::1:ff00:1"), ICMP6(ND_NS)),
+	CASE("na6 link-local to link-local", POD, SETUP_NONE, PASS, NOMARK, NO_STAT,
+	     V6("fe80::2", "fe80::1"), ICMP6(ND_NA)),
+	CASE("rs6 from link-local", POD, SETUP_NONE, PASS, NOMARK, NO_STAT,
+	     V6("fe80::2", "ff02::2"), ICMP6(ND_RS)),
+	CASE("ns6 unicast (NUD) from link-local", POD, SETUP_NONE, PASS, NOMARK, NO_STAT,
+	     V6("fe80::2", "fd00:1::1"), ICMP6(ND_NS)),
+	CASE("mld6 report from link-local behind hop-by-hop", POD, SETUP_NONE, PASS, NOMARK,
+	     NO_STAT, V6("fe80::2", "ff02::16"), ICMP6(MLD2_REPORT), .n_ext = 1,
+	     .ext = { IPPROTO_HOPOPTS }),
+	CASE("udp6 from febf:: (end of fe80::/10)", POD, SETUP_NONE, PASS, NOMARK, NO_STAT,
+	     V6("febf::2", "febf::1"), .proto = IPPROTO_UDP, .sport = 5353, .dport = 5353),
+	/* TCP from link-local passes the check and is captured like any other */
+	CASE("syn6 from link-local, listener", POD, SETUP_LISTEN_V6ONLY, SHOT, MARK, ASSIGN_ERR,
+	     V6("fe80::2", "fe80::1"), TCP(40000, 8080, F_SYN)),
+
+	/* the unspecified source: only ICMPv6 to multicast (DAD, MLD, RS) */
+	CASE("ns6 DAD from ::", POD, SETUP_NONE, PASS, NOMARK, NO_STAT, V6("::", "ff02::1:ff00:2"),
+	     ICMP6(ND_NS)),
+	CASE("mld6 report from :: behind hop-by-hop", POD, SETUP_NONE, PASS, NOMARK, NO_STAT,
+	     V6("::", "ff02::16"), ICMP6(MLD2_REPORT), .n_ext = 1, .ext = { IPPROTO_HOPOPTS }),
+	CASE("rs6 from ::", POD, SETUP_NONE, PASS, NOMARK, NO_STAT, V6("::", "ff02::2"),
+	     ICMP6(ND_RS)),
+	CASE("icmpv6 from :: to unicast", POD, SETUP_NONE, SHOT, NOMARK, SPOOFED,
+	     V6("::", "fd00:1::1"), ICMP6(ND_NS)),
+	CASE("syn6 from ::", POD, SETUP_LISTEN_V6ONLY, SHOT, NOMARK, SPOOFED, V6("::", "ff02::1"),
+	     TCP(40000, 8080, F_SYN)),
+	CASE("udp6 from :: to multicast", POD, SETUP_NONE, SHOT, NOMARK, SPOOFED,
+	     V6("::", "ff02::1"), .proto = IPPROTO_UDP, .sport = 546, .dport = 547),
+	CASE("icmpv6 from :: behind 7 extension headers", POD, SETUP_NONE, SHOT, NOMARK, SPOOFED,
+	     V6("::", "ff02::16"), ICMP6(MLD2_REPORT), .n_ext = 7,
+	     .ext = { IPPROTO_HOPOPTS, IPPROTO_DSTOPTS, IPPROTO_DSTOPTS, IPPROTO_DSTOPTS,
+		      IPPROTO_DSTOPTS, IPPROTO_DSTOPTS, IPPROTO_DSTOPTS }),
+
+	/* no IP source to check: only ARP passes */
+	CASE("lldp frame", POD, SETUP_NONE, SHOT, NOMARK, SPOOFED, .ethertype = 0x88cc),
+	CASE("double-tagged frame (inner 802.1Q)", POD, SETUP_NONE, SHOT, NOMARK, SPOOFED,
+	     .ethertype = 0x8100),
+	CASE("mpls frame", POD, SETUP_NONE, SHOT, NOMARK, SPOOFED, .ethertype = 0x8847),
 
 	/* node uplink: only the HBONE port */
 	CASE("node syn4 other port", NODE, SETUP_NONE, PASS, NOMARK, NO_STAT, POD_V4,
@@ -595,11 +746,21 @@ static const struct capture_case cases[] = {
 	     TCP(40000, IN_PORT, F_SYN), .frag = IP_MF),
 	CASE("node udp4 hbone port", NODE, SETUP_NONE, PASS, NOMARK, NO_STAT, POD_V4,
 	     .proto = IPPROTO_UDP, .sport = 40000, .dport = IN_PORT),
+
+	/* node uplink: sources are not its business (the pod's list is not even consulted) */
+	CASE("node syn4 hbone from anywhere, listener", NODE, SETUP_LISTEN_V4, SHOT, MARK,
+	     ASSIGN_ERR, V4("192.0.2.9", "10.1.0.2"), TCP(40000, IN_PORT, F_SYN)),
+	CASE("node syn6 hbone from anywhere, no listener", NODE, SETUP_NONE, SHOT, NOMARK,
+	     NO_LISTENER, V6("2001:db8::9", "fd00:1::2"), TCP(40000, IN_PORT, F_SYN)),
+	CASE("node udp4 from anywhere", NODE, SETUP_NONE, PASS, NOMARK, NO_STAT, SPOOF_V4,
+	     .proto = IPPROTO_UDP, .sport = 5353, .dport = 53),
+	CASE("node icmpv6 from ::", NODE, SETUP_NONE, PASS, NOMARK, NO_STAT, V6("::", "fd00:1::1"),
+	     ICMP6(ND_NS)),
+	CASE("node lldp frame", NODE, SETUP_NONE, PASS, NOMARK, NO_STAT, .ethertype = 0x88cc),
 };
 
-START_TEST(test_capture_case)
+static void check_case(const struct capture_case *c)
 {
-	const struct capture_case *c = &cases[_i];
 	struct pkt_desc d = c->pkt;
 	struct run_result r;
 	struct pktgen pg;
@@ -620,12 +781,17 @@ START_TEST(test_capture_case)
 		ck_assert_msg(r.stats[s] == (s == c->stat ? 1u : 0u), "%s: counter %d = %llu",
 			      c->name, s, (unsigned long long)r.stats[s]);
 }
+
+START_TEST(test_capture_case)
+{
+	check_case(&cases[_i]);
+}
 END_TEST
 
 /* Same packet, same verdict: nothing in the program keeps per-packet state. */
 START_TEST(test_counters_accumulate)
 {
-	struct pkt_desc d = {POD_V4, TCP(40000, 8080, F_SYN)};
+	struct pkt_desc d = { POD_V4, TCP(40000, 8080, F_SYN) };
 	struct run_result r;
 	struct pktgen pg;
 
@@ -635,6 +801,96 @@ START_TEST(test_counters_accumulate)
 		ck_assert_int_eq(r.verdict, TC_ACT_SHOT);
 	}
 	ck_assert_uint_eq(r.stats[EBPF_CAPTURE_STAT_NO_LISTENER], 3);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- allow lists */
+
+/* capture_pod loaded with other lists of allowed sources than the "prog" cases' */
+struct allow_list {
+	const char *v4[EBPF_CAPTURE_POD_MAX_ADDRS];
+	unsigned int n4;
+	const char *v6[EBPF_CAPTURE_POD_MAX_ADDRS];
+	unsigned int n6;
+};
+
+static const struct allow_list full = {
+	.v4 = { "10.1.0.2", "10.1.0.3", "10.1.0.4", "10.1.0.5" },
+	.n4 = 4,
+	.v6 = { "fd00:1::2", "fd00:1::3", "fd00:1::4", "fd00:1::5" },
+	.n6 = 4,
+};
+static const struct allow_list only4 = { .v4 = { "10.1.0.2" }, .n4 = 1 };
+static const struct allow_list only6 = { .v6 = { "fd00:1::2" }, .n6 = 1 };
+static const struct allow_list lo2 = { .v4 = { "127.0.0.2" }, .n4 = 1 };
+
+struct allow_case {
+	const struct allow_list *list;
+	struct capture_case c;
+};
+
+#define UDP .proto = IPPROTO_UDP, .sport = 5353, .dport = 53
+#define ALLOW(l, ...)                                                                              \
+	{                                                                                          \
+		.list = &(l), .c = CASE(__VA_ARGS__)                                               \
+	}
+
+static const struct allow_case allow_cases[] = {
+	/* every slot of a full list is checked, and nothing beyond it */
+	ALLOW(full, "full: 1st v4", POD, SETUP_NONE, PASS, NOMARK, NO_STAT,
+	      V4("10.1.0.2", "10.77.0.1"), UDP),
+	ALLOW(full, "full: 4th v4", POD, SETUP_NONE, PASS, NOMARK, NO_STAT,
+	      V4("10.1.0.5", "10.77.0.1"), UDP),
+	ALLOW(full, "full: 4th v4 syn", POD, SETUP_NONE, SHOT, NOMARK, NO_LISTENER,
+	      V4("10.1.0.5", "10.77.0.1"), TCP(40000, 8080, F_SYN)),
+	ALLOW(full, "full: other v4", POD, SETUP_NONE, SHOT, NOMARK, SPOOFED,
+	      V4("10.1.0.6", "10.77.0.1"), UDP),
+	ALLOW(full, "full: 3rd v6", POD, SETUP_NONE, PASS, NOMARK, NO_STAT,
+	      V6("fd00:1::4", "fd00:77::1"), UDP),
+	ALLOW(full, "full: 4th v6", POD, SETUP_NONE, PASS, NOMARK, NO_STAT,
+	      V6("fd00:1::5", "fd00:77::1"), UDP),
+	ALLOW(full, "full: other v6", POD, SETUP_NONE, SHOT, NOMARK, SPOOFED,
+	      V6("fd00:1::6", "fd00:77::1"), UDP),
+	/* each 32-bit word of an IPv6 address counts */
+	ALLOW(full, "full: v6 differing in the 1st word", POD, SETUP_NONE, SHOT, NOMARK, SPOOFED,
+	      V6("fd01:1::2", "fd00:77::1"), UDP),
+	ALLOW(full, "full: v6 differing in the 2nd word", POD, SETUP_NONE, SHOT, NOMARK, SPOOFED,
+	      V6("fd00:1:0:1::2", "fd00:77::1"), UDP),
+	ALLOW(full, "full: v6 differing in the 3rd word", POD, SETUP_NONE, SHOT, NOMARK, SPOOFED,
+	      V6("fd00:1::1:0:0:2", "fd00:77::1"), UDP),
+
+	/* a single-stack pod: the other family has no allowed source at all */
+	ALLOW(only6, "v6-only pod: v4 dropped", POD, SETUP_NONE, SHOT, NOMARK, SPOOFED,
+	      V4("10.1.0.2", "10.77.0.1"), UDP),
+	ALLOW(only6, "v6-only pod: v6", POD, SETUP_NONE, PASS, NOMARK, NO_STAT,
+	      V6("fd00:1::2", "fd00:77::1"), UDP),
+	ALLOW(only6, "v6-only pod: arp", POD, SETUP_NONE, PASS, NOMARK, NO_STAT, .family = 0),
+	ALLOW(only4, "v4-only pod: v6 dropped", POD, SETUP_NONE, SHOT, NOMARK, SPOOFED,
+	      V6("fd00:1::2", "fd00:77::1"), UDP),
+	ALLOW(only4, "v4-only pod: link-local ns", POD, SETUP_NONE, PASS, NOMARK, NO_STAT,
+	      V6("fe80::2", "ff02::1:ff00:1"), ICMP6(ND_NS)),
+	ALLOW(only4, "v4-only pod: DAD from ::", POD, SETUP_NONE, PASS, NOMARK, NO_STAT,
+	      V6("::", "ff02::1:ff00:2"), ICMP6(ND_NS)),
+	ALLOW(only4, "v4-only pod: v4", POD, SETUP_NONE, SHOT, NOMARK, NO_LISTENER,
+	      V4("10.1.0.2", "10.77.0.1"), TCP(40000, 8080, F_SYN)),
+
+	/* control for "spoof ack4 into an established connection": allowed, it is assigned */
+	ALLOW(lo2, "127.0.0.2 allowed: ack4 established", POD, SETUP_ESTAB_OTHER, OK, MARK,
+	      ASSIGN_ERR, V4("127.0.0.2", "127.0.0.1"), TCP(0, 0, F_ACK)),
+};
+
+static void allow_setup(void)
+{
+	enter_private_netns();
+	libbpf_set_print(quiet_libbpf);
+}
+
+START_TEST(test_allow_case)
+{
+	const struct allow_case *a = &allow_cases[_i];
+
+	load_skel(a->list->v4, a->list->n4, a->list->v6, a->list->n6);
+	check_case(&a->c);
 }
 END_TEST
 
@@ -660,26 +916,47 @@ static void api_teardown(void)
 	(void)ebpf_capture_detach((int)if_nametoindex("lo"));
 }
 
+static struct ebpf_pod_addrs pod_addrs(const char *a, const char *b)
+{
+	struct ebpf_pod_addrs addrs;
+
+	memset(&addrs, 0, sizeof(addrs));
+	ck_assert_int_eq(ebpf_pod_addrs_add(&addrs, a), 0);
+	if (b)
+		ck_assert_int_eq(ebpf_pod_addrs_add(&addrs, b), 0);
+	return addrs;
+}
+
 START_TEST(test_attach_detach)
 {
+	struct ebpf_pod_addrs addrs = pod_addrs("10.1.0.2/24", "fd00:1::2/64"), got;
 	uint64_t stats[EBPF_CAPTURE_STAT_MAX];
 	int lo = lo_ifindex();
 
 	ck_assert(!ebpf_capture_attached(lo));
 	ck_assert_int_eq(ebpf_capture_detach(lo), 0); /* no clsact yet */
 	ck_assert_int_eq(ebpf_capture_stats(lo, stats), -ENOENT);
+	ck_assert_int_eq(ebpf_capture_pod_addrs(lo, &got), -ENOENT);
 
-	ck_assert_int_eq(ebpf_capture_attach(lo, EBPF_CAPTURE_POD), 0);
+	ck_assert_int_eq(ebpf_capture_attach_pod(lo, &addrs), 0);
 	ck_assert(ebpf_capture_attached(lo));
 	memset(stats, 0xff, sizeof(stats));
 	ck_assert_int_eq(ebpf_capture_stats(lo, stats), 0);
 	for (int s = 0; s < EBPF_CAPTURE_STAT_MAX; s++)
 		ck_assert_uint_eq(stats[s], 0);
+	/* what the loader put in the program's rodata reads back unchanged */
+	memset(&got, 0xff, sizeof(got));
+	ck_assert_int_eq(ebpf_capture_pod_addrs(lo, &got), 0);
+	ck_assert_mem_eq(&got, &addrs, sizeof(got));
 
 	/* replacing our own filter, and switching kind, are both fine */
-	ck_assert_int_eq(ebpf_capture_attach(lo, EBPF_CAPTURE_POD), 0);
+	addrs = pod_addrs("10.1.0.7", NULL);
+	ck_assert_int_eq(ebpf_capture_attach_pod(lo, &addrs), 0);
+	ck_assert_int_eq(ebpf_capture_pod_addrs(lo, &got), 0);
+	ck_assert_mem_eq(&got, &addrs, sizeof(got));
 	ck_assert_int_eq(ebpf_capture_attach(lo, EBPF_CAPTURE_NODE), 0);
 	ck_assert(ebpf_capture_attached(lo));
+	ck_assert_int_eq(ebpf_capture_pod_addrs(lo, &got), -ENOENT); /* a node program */
 
 	ck_assert_int_eq(ebpf_capture_detach(lo), 0);
 	ck_assert(!ebpf_capture_attached(lo));
@@ -691,7 +968,7 @@ END_TEST
 /* The node program counts on lo for real: an HBONE SYN with no listener is dropped. */
 START_TEST(test_attached_node_counts)
 {
-	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(15008)};
+	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons(15008) };
 	uint64_t stats[EBPF_CAPTURE_STAT_MAX];
 	int lo = lo_ifindex(), fd;
 
@@ -702,7 +979,7 @@ START_TEST(test_attached_node_counts)
 	ck_assert_int_eq(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), -1);
 	ck_assert_int_eq(errno, EINPROGRESS);
 	/* dropped, not refused: no SYN-ACK and no RST comes back */
-	ck_assert_int_eq(poll(&(struct pollfd){.fd = fd, .events = POLLOUT}, 1, 300), 0);
+	ck_assert_int_eq(poll(&(struct pollfd){ .fd = fd, .events = POLLOUT }, 1, 300), 0);
 	close(fd);
 	ck_assert_int_eq(ebpf_capture_stats(lo, stats), 0);
 	ck_assert_uint_ge(stats[EBPF_CAPTURE_STAT_NO_LISTENER], 1);
@@ -710,14 +987,197 @@ START_TEST(test_attached_node_counts)
 }
 END_TEST
 
+/* Add a /32 to lo under the label @label (SIOCSIFADDR on an alias adds, never replaces). */
+static void lo_add_addr(const char *label, const char *addr)
+{
+	struct sockaddr_in *sin;
+	struct ifreq ifr;
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+	ck_assert_int_ge(fd, 0);
+	memset(&ifr, 0, sizeof(ifr));
+	ck_assert_uint_lt(strlen(label), sizeof(ifr.ifr_name));
+	memcpy(ifr.ifr_name, label, strlen(label));
+	sin = (struct sockaddr_in *)&ifr.ifr_addr;
+	sin->sin_family = AF_INET;
+	ck_assert_int_eq(inet_pton(AF_INET, addr, &sin->sin_addr), 1);
+	ck_assert_msg(ioctl(fd, SIOCSIFADDR, &ifr) == 0 || errno == EEXIST, "SIOCSIFADDR %s: %s",
+		      addr, strerror(errno));
+	sin = (struct sockaddr_in *)&ifr.ifr_netmask;
+	sin->sin_family = AF_INET;
+	sin->sin_addr.s_addr = htonl(0xffffffffu);
+	ck_assert_int_eq(ioctl(fd, SIOCSIFNETMASK, &ifr), 0);
+	close(fd);
+}
+
+static int udp_socket(const char *addr, uint16_t port)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons(port) };
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(inet_pton(AF_INET, addr, &sin.sin_addr), 1);
+	ck_assert_msg(bind(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0, "bind %s: %s", addr,
+		      strerror(errno));
+	return fd;
+}
+
+/* One datagram from @src to @rx's address: did it arrive within 300 ms? */
+static bool udp_arrives(const char *src, int rx)
+{
+	struct sockaddr_in dst;
+	socklen_t len = sizeof(dst);
+	char buf[8];
+	bool got;
+	int tx = udp_socket(src, 0);
+
+	ck_assert_int_eq(getsockname(rx, (struct sockaddr *)&dst, &len), 0);
+	ck_assert_int_eq(sendto(tx, "spoof", 5, 0, (struct sockaddr *)&dst, len), 5);
+	got = poll(&(struct pollfd){ .fd = rx, .events = POLLIN }, 1, 300) == 1;
+	if (got)
+		ck_assert_int_eq(recv(rx, buf, sizeof(buf), 0), 5);
+	close(tx);
+	return got;
+}
+
+/*
+ * The pod program on lo for real, through the loader: only the allowed source gets
+ * through, the other is dropped and counted.
+ */
+START_TEST(test_attached_pod_drops_spoofed)
+{
+	struct ebpf_pod_addrs addrs = pod_addrs("10.1.0.2", NULL);
+	uint64_t stats[EBPF_CAPTURE_STAT_MAX];
+	int lo = lo_ifindex(), rx;
+
+	lo_add_addr("lo:1", "10.1.0.2");
+	lo_add_addr("lo:2", "10.1.0.3");
+	rx = udp_socket("10.1.0.2", 0);
+	/* both sources work before the capture */
+	ck_assert(udp_arrives("10.1.0.3", rx));
+	ck_assert(udp_arrives("10.1.0.2", rx));
+
+	ck_assert_int_eq(ebpf_capture_attach_pod(lo, &addrs), 0);
+	ck_assert(!udp_arrives("10.1.0.3", rx));
+	ck_assert(udp_arrives("10.1.0.2", rx));
+	ck_assert_int_eq(ebpf_capture_stats(lo, stats), 0);
+	ck_assert_uint_eq(stats[EBPF_CAPTURE_STAT_SPOOFED], 1);
+	close(rx);
+	ck_assert_int_eq(ebpf_capture_detach(lo), 0);
+}
+END_TEST
+
 START_TEST(test_attach_errors)
 {
-	ck_assert_int_eq(ebpf_capture_attach(0, EBPF_CAPTURE_POD), -EINVAL);
-	ck_assert_int_eq(ebpf_capture_attach(999999, EBPF_CAPTURE_POD), -ENODEV);
-	ck_assert_int_eq(ebpf_capture_attach(lo_ifindex(), (enum ebpf_capture_kind)42), -EINVAL);
+	struct ebpf_pod_addrs addrs = pod_addrs("10.1.0.2", NULL), bad;
+	int lo = lo_ifindex();
+
+	ck_assert_int_eq(ebpf_capture_attach(0, EBPF_CAPTURE_NODE), -EINVAL);
+	ck_assert_int_eq(ebpf_capture_attach(999999, EBPF_CAPTURE_NODE), -ENODEV);
+	ck_assert_int_eq(ebpf_capture_attach(lo, (enum ebpf_capture_kind)42), -EINVAL);
+	/* a pod program only with the pod's addresses */
+	ck_assert_int_eq(ebpf_capture_attach(lo, EBPF_CAPTURE_POD), -EINVAL);
+	ck_assert_int_eq(ebpf_capture_attach_pod(0, &addrs), -EINVAL);
+	ck_assert_int_eq(ebpf_capture_attach_pod(999999, &addrs), -ENODEV);
+	ck_assert_int_eq(ebpf_capture_attach_pod(lo, NULL), -EINVAL);
+	memset(&bad, 0, sizeof(bad));
+	ck_assert_int_eq(ebpf_capture_attach_pod(lo, &bad), -EINVAL); /* no address */
+	bad = addrs;
+	bad.n4 = EBPF_CAPTURE_POD_MAX_ADDRS + 1;
+	ck_assert_int_eq(ebpf_capture_attach_pod(lo, &bad), -EINVAL);
+	bad = addrs;
+	bad.n6 = EBPF_CAPTURE_POD_MAX_ADDRS + 1;
+	ck_assert_int_eq(ebpf_capture_attach_pod(lo, &bad), -EINVAL);
+	/* filled by hand: the same checks as ebpf_pod_addrs_add() */
+	bad = addrs;
+	bad.v4[0].s_addr = htonl(INADDR_ANY);
+	ck_assert_int_eq(ebpf_capture_attach_pod(lo, &bad), -EINVAL);
+	memset(&bad, 0, sizeof(bad));
+	bad.n6 = 1; /* :: */
+	ck_assert_int_eq(ebpf_capture_attach_pod(lo, &bad), -EINVAL);
+	ck_assert(!ebpf_capture_attached(lo));
+
 	ck_assert_int_eq(ebpf_capture_detach(999999), -ENODEV);
 	ck_assert(!ebpf_capture_attached(999999));
 	ck_assert(!ebpf_capture_attached(-1));
+	ck_assert_int_eq(ebpf_capture_pod_addrs(999999, &bad), -ENODEV);
+}
+END_TEST
+
+/* ebpf_pod_addrs_add() on an empty list: what a pod can own, and what it cannot. */
+static const struct {
+	const char *in;
+	int want;
+	int family; /* where it lands when accepted */
+} add_cases[] = {
+	{ "10.1.0.2", 0, AF_INET },
+	{ "10.1.0.2/24", 0, AF_INET }, /* a CNI result's "address" */
+	{ "169.254.1.2", 0, AF_INET },
+	{ "fd00:1::2", 0, AF_INET6 },
+	{ "fd00:1::2/64", 0, AF_INET6 },
+	{ "2001:db8::1/128", 0, AF_INET6 },
+	{ "0.0.0.0", -EINVAL, 0 },
+	{ "255.255.255.255", -EINVAL, 0 },
+	{ "127.0.0.1", -EINVAL, 0 },
+	{ "127.1.2.3/8", -EINVAL, 0 },
+	{ "224.0.0.1", -EINVAL, 0 },
+	{ "239.255.255.250", -EINVAL, 0 },
+	{ "::", -EINVAL, 0 },
+	{ "::1", -EINVAL, 0 },
+	{ "ff02::1", -EINVAL, 0 },
+	{ "fe80::1", -EINVAL, 0 },
+	{ "febf::1", -EINVAL, 0 },
+	{ "::ffff:10.1.0.2", -EINVAL, 0 },
+	{ "", -EINVAL, 0 },
+	{ "/24", -EINVAL, 0 },
+	{ "10.1.0", -EINVAL, 0 },
+	{ "10.1.0.2.3", -EINVAL, 0 },
+	{ "pod-a", -EINVAL, 0 },
+	{ " 10.1.0.2", -EINVAL, 0 },
+	{ "fd00:1::2%eth0", -EINVAL, 0 },
+	{ "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", -EINVAL, 0 }, /* longer than any */
+};
+
+START_TEST(test_pod_addrs_add)
+{
+	struct ebpf_pod_addrs a;
+	int got;
+
+	memset(&a, 0, sizeof(a));
+	got = ebpf_pod_addrs_add(&a, add_cases[_i].in);
+	ck_assert_msg(got == add_cases[_i].want, "\"%s\": %d, want %d", add_cases[_i].in, got,
+		      add_cases[_i].want);
+	ck_assert_uint_eq(a.n4, add_cases[_i].family == AF_INET);
+	ck_assert_uint_eq(a.n6, add_cases[_i].family == AF_INET6);
+}
+END_TEST
+
+START_TEST(test_pod_addrs_capacity)
+{
+	struct ebpf_pod_addrs a;
+	char buf[64];
+
+	memset(&a, 0, sizeof(a));
+	for (unsigned int i = 0; i < EBPF_CAPTURE_POD_MAX_ADDRS; i++) {
+		snprintf(buf, sizeof(buf), "10.1.0.%u", i + 2);
+		ck_assert_int_eq(ebpf_pod_addrs_add(&a, buf), 0);
+		snprintf(buf, sizeof(buf), "fd00:1::%u/64", i + 2);
+		ck_assert_int_eq(ebpf_pod_addrs_add(&a, buf), 0);
+	}
+	/* already there: fine, not added twice (even spelled differently) */
+	ck_assert_int_eq(ebpf_pod_addrs_add(&a, "10.1.0.2/16"), 0);
+	ck_assert_int_eq(ebpf_pod_addrs_add(&a, "fd00:1:0:0::2"), 0);
+	ck_assert_uint_eq(a.n4, EBPF_CAPTURE_POD_MAX_ADDRS);
+	ck_assert_uint_eq(a.n6, EBPF_CAPTURE_POD_MAX_ADDRS);
+	ck_assert_int_eq(ebpf_pod_addrs_add(&a, "10.1.0.99"), -E2BIG);
+	ck_assert_int_eq(ebpf_pod_addrs_add(&a, "fd00:1::99"), -E2BIG);
+	ck_assert_uint_eq(ntohl(a.v4[3].s_addr), 0x0a010005u);
+	ck_assert_uint_eq(a.v6[3].s6_addr[15], 5);
+	/* a full list loads: every slot reaches the program */
+	ck_assert_int_eq(ebpf_capture_attach_pod(lo_ifindex(), &a), 0);
+	ck_assert_int_eq(ebpf_capture_detach(lo_ifindex()), 0);
+	ck_assert_int_eq(ebpf_pod_addrs_add(NULL, "10.1.0.2"), -EINVAL);
+	ck_assert_int_eq(ebpf_pod_addrs_add(&a, NULL), -EINVAL);
 }
 END_TEST
 
@@ -741,11 +1201,21 @@ static Suite *capture_suite(void)
 	tcase_add_test(tc, test_counters_accumulate);
 	suite_add_tcase(s, tc);
 
+	tc = tcase_create("allow");
+	tcase_add_checked_fixture(tc, allow_setup, teardown);
+	tcase_add_loop_test(tc, test_allow_case, 0,
+			    (int)(sizeof(allow_cases) / sizeof(allow_cases[0])));
+	suite_add_tcase(s, tc);
+
 	tc = tcase_create("loader");
 	tcase_add_checked_fixture(tc, api_setup, api_teardown);
 	tcase_add_test(tc, test_attach_detach);
 	tcase_add_test(tc, test_attached_node_counts);
 	tcase_add_test(tc, test_attach_errors);
+	tcase_add_test(tc, test_attached_pod_drops_spoofed);
+	tcase_add_loop_test(tc, test_pod_addrs_add, 0,
+			    (int)(sizeof(add_cases) / sizeof(add_cases[0])));
+	tcase_add_test(tc, test_pod_addrs_capacity);
 	tcase_add_test(tc, test_routing_idempotent);
 	suite_add_tcase(s, tc);
 	return s;

@@ -10,6 +10,11 @@
 # and never reaches ext; without the listener it fails and still never reaches ext. With
 # capture_node on up0, HBONE (:15008) to the pod's address lands in the node's listener.
 #
+# capture_pod only lets the pod send from its own addresses (attach pod --addr): the pod
+# also holds 10.1.0.3 and fd00:1::3, standing in for another pod's addresses; a SYN or a
+# datagram from them reaches neither the listener nor ext, while ARP, neighbour discovery,
+# DAD from :: and link-local traffic keep working.
+#
 # Usage: check_capture_e2e.sh MESHLITE_CAPTURE TPROXY_PEER_PY
 # Needs root. Every namespace it creates is deleted on exit, whatever happens; nothing is
 # configured in the namespace it is started from.
@@ -100,6 +105,25 @@ connect() { # NS ADDR PORT
 	inns "$1" "$PY" "$PEER" connect "$2" "$3" 2
 }
 
+connect_from() { # NS SRC ADDR PORT: the client's socket bound to SRC
+	inns "$1" "$PY" "$PEER" connect "$3" "$4" 2 --bind "$2"
+}
+
+# udp_start NAME NS ADDR PORT TIMEOUT: a UDP receiver in the background (finish: 0 got one)
+udp_start() {
+	local name=$1 ns=$2 addr=$3 port=$4 timeout=$5 i
+	rm -f "$work/$name.ready"
+	inns "$ns" "$PY" "$PEER" udp-listen "$addr" "$port" "$work/$name.ready" "$timeout" \
+		>"$work/$name.out" 2>&1 &
+	PIDS[$name]=$!
+	for i in $(seq 100); do
+		[ -e "$work/$name.ready" ] && return 0
+		kill -0 "${PIDS[$name]}" 2>/dev/null || break
+		sleep 0.05
+	done
+	fail "UDP receiver $name did not start: $(cat "$work/$name.out")"
+}
+
 counter() { # IFNAME NAME: one of meshlite-capture status's counters in the node
 	inns "$NODE" "$CAP" status "$1" | awk -v n="$2" '$1 == n { print $2 }'
 }
@@ -114,6 +138,10 @@ for ns in "$POD" "$NODE" "$EXT"; do
 done
 ip -n "$POD" addr add 10.1.0.2/24 dev eth0
 ip -n "$POD" -6 addr add fd00:1::2/64 dev eth0 nodad
+# Not the pod's (see --addr below): what a compromised pod would put as its source.
+# Deprecated, so the stack only uses it when a socket binds to it.
+ip -n "$POD" addr add 10.1.0.3/32 dev eth0
+ip -n "$POD" -6 addr add fd00:1::3/128 dev eth0 nodad preferred_lft 0
 ip -n "$POD" link set eth0 up
 ip -n "$POD" route add default via 10.1.0.1
 ip -n "$POD" -6 route add default via fd00:1::1
@@ -153,6 +181,16 @@ for dst in 10.77.0.1 fd00:77::1; do
 	case "$out" in *"peer=10.1.0.2:"* | *"peer=[fd00:1::2]:"*) ;; *) fail "baseline: $out" ;; esac
 done
 ok "baseline: the pod reaches ext when nothing is captured"
+# ... from the other addresses too: what the source check stops below is not routing.
+for src in 10.1.0.3 fd00:1::3; do
+	dst=10.77.0.1
+	[ "$src" = fd00:1::3 ] && dst=fd00:77::1
+	start ext "$EXT" "$dst" 8080 10
+	connect_from "$POD" "$src" "$dst" 8080 || fail "baseline: pod cannot reach $dst from $src"
+	accepted ext
+	case "$out" in *"peer=$src:"* | *"peer=[$src]:"*) ;; *) fail "baseline from $src: $out" ;; esac
+done
+ok "baseline: uncaptured, the pod reaches ext from 10.1.0.3 and fd00:1::3 too"
 
 # ---------------------------------------------------------------- pod capture
 inns "$NODE" "$CAP" routing setup || fail "routing setup"
@@ -163,9 +201,17 @@ inns "$NODE" ip route show table 133 | grep -q '^local default dev lo' ||
 	fail "no local default route in table 133"
 inns "$NODE" ip -6 route show table 133 | grep -q '^local default dev lo' ||
 	fail "no IPv6 local default route in table 133"
-inns "$NODE" "$CAP" attach pod vpod || fail "attach pod vpod"
-inns "$NODE" "$CAP" status vpod >/dev/null || fail "status: not attached after attach"
-ok "attach pod + routing setup"
+inns "$NODE" "$CAP" attach pod vpod --addr 10.1.0.2/24 --addr fd00:1::2/64 ||
+	fail "attach pod vpod"
+status=$(inns "$NODE" "$CAP" status vpod) || fail "status: not attached after attach"
+[ "$(echo "$status" | awk '$1 == "allowed_source" { print $2 }' | tr '\n' ' ')" = \
+	"10.1.0.2 fd00:1::2 " ] || fail "status: allowed sources: $status"
+# ARP and neighbour discovery now have to get through capture_pod again, both ways.
+for ns in "$POD" "$NODE"; do
+	ip -n "$ns" -4 neigh flush all
+	ip -n "$ns" -6 neigh flush all
+done
+ok "attach pod --addr 10.1.0.2/24 --addr fd00:1::2/64 + routing setup"
 
 # ztunnel down: the connection fails and nothing reaches ext (fail closed)
 for dst in 10.77.0.1 fd00:77::1; do
@@ -216,6 +262,68 @@ est=$(counter vpod established_assigned)
 [ "${est:-0}" -ge 3 ] || fail "established_assigned = ${est:-?}, want >= 3"
 ok "counters: syn_captured=$syn established_assigned=$est"
 
+# ---------------------------------------------------------------- source check
+# Everything legitimate so far (ARP, ND, MLD, the captured connections) passed the check.
+n=$(counter vpod dropped_spoofed)
+[ "${n:-?}" = 0 ] || fail "dropped_spoofed = ${n:-?} before any spoofing, want 0"
+
+# link-local: the pod pings the node's fe80:: address on vpod (ND from fe80:: both ways)
+ll=$(ip -n "$NODE" -6 -o addr show dev vpod scope link | awk '{ sub(/\/.*/, "", $4); print $4 }')
+[ -n "$ll" ] || fail "vpod has no link-local address"
+inns "$POD" "$PY" "$PEER" ping "$ll%eth0" 2 || fail "pod cannot ping the node's $ll%eth0"
+inns "$POD" "$PY" "$PEER" ping 10.77.0.1 2 || fail "pod cannot ping ext (ICMP, own source)"
+ok "link-local: pod pings $ll%eth0; ICMP from the pod's own address passes"
+
+# DAD from :: reaches the node: the node holds fd00:1::9, so the pod's DAD for it fails
+ip -n "$NODE" -6 addr add fd00:1::9/64 dev vpod nodad
+ip -n "$POD" -6 addr add fd00:1::9/64 dev eth0
+for i in $(seq 100); do
+	[ -n "$(ip -n "$POD" -6 addr show dev eth0 dadfailed)" ] && break
+	sleep 0.05
+done
+[ -n "$(ip -n "$POD" -6 addr show dev eth0 dadfailed)" ] ||
+	fail "the pod's DAD (from ::) never reached the node: $(ip -n "$POD" -6 addr show dev eth0)"
+ip -n "$POD" -6 addr del fd00:1::9/64 dev eth0
+ip -n "$NODE" -6 addr del fd00:1::9/64 dev vpod
+n=$(counter vpod dropped_spoofed)
+[ "${n:-?}" = 0 ] || fail "dropped_spoofed = ${n:-?} after link-local and DAD, want 0"
+ok "DAD from :: reaches the node (duplicate detected), nothing dropped as spoofed"
+
+# A spoofed SYN reaches neither ztunnel's listener nor ext; the listener's one and only
+# connection is the legitimate one that follows.
+for src in 10.1.0.3 fd00:1::3; do
+	dst=10.77.0.1 lst=0.0.0.0 own=10.1.0.2
+	[ "$src" = fd00:1::3 ] && dst=fd00:77::1 lst=:: own=fd00:1::2
+	start ext "$EXT" "$dst" 8080 4
+	start zt "$NODE" "$lst" 15001 10 --transparent
+	connect_from "$POD" "$src" "$dst" 8080 2>/dev/null && fail "spoofed $src: connect to $dst completed"
+	connect "$POD" "$dst" 8080 || fail "after the spoofed SYN, the pod's own connection to $dst failed"
+	accepted zt
+	case "$out" in
+	*"peer=$own:"* | *"peer=[$own]:"*) ;;
+	*) fail "the listener's connection is not the pod's own: $out" ;;
+	esac
+	nothing ext
+	ok "spoofed SYN from $src dropped; the pod's own $own still captured"
+done
+
+# Not only TCP: a spoofed datagram never gets to ext, the pod's own does
+udp_start udp "$EXT" 10.77.0.1 9999 3
+inns "$POD" "$PY" "$PEER" udp-send 10.77.0.1 9999 --bind 10.1.0.3 || fail "udp-send"
+finish udp
+[ $? -eq 3 ] || fail "a datagram from 10.1.0.3 reached ext: $(cat "$work/udp.out")"
+udp_start udp "$EXT" 10.77.0.1 9999 10
+inns "$POD" "$PY" "$PEER" udp-send 10.77.0.1 9999 || fail "udp-send"
+finish udp || fail "the pod's own datagram did not reach ext: $(cat "$work/udp.out")"
+grep -q "from=10.1.0.2:" "$work/udp.out" || fail "UDP: $(cat "$work/udp.out")"
+udp_start udp "$EXT" fd00:77::1 9999 3
+inns "$POD" "$PY" "$PEER" udp-send fd00:77::1 9999 --bind fd00:1::3 || fail "udp-send"
+finish udp
+[ $? -eq 3 ] || fail "a datagram from fd00:1::3 reached ext: $(cat "$work/udp.out")"
+n=$(counter vpod dropped_spoofed)
+[ "${n:-0}" -ge 4 ] || fail "dropped_spoofed = ${n:-?}, want >= 4"
+ok "spoofed UDP dropped, the pod's own passes (dropped_spoofed=$n)"
+
 # ---------------------------------------------------------------- node capture (HBONE)
 inns "$NODE" "$CAP" attach node up0 || fail "attach node up0"
 start pod15008 "$POD" 0.0.0.0 15008 4
@@ -258,8 +366,26 @@ accepted ext
 ok "detach + teardown (twice each): traffic flows uncaptured again"
 
 # ---------------------------------------------------------------- CLI errors
-err=$(inns "$NODE" "$CAP" attach pod nosuchdev0 2>&1) && fail "attach to a missing device succeeded"
+err=$(inns "$NODE" "$CAP" attach pod nosuchdev0 --addr 10.1.0.2 2>&1) &&
+	fail "attach to a missing device succeeded"
 [ "$err" = "meshlite-capture: attach to nosuchdev0: No such device" ] || fail "error text: $err"
 ok "CLI: $err"
+
+err=$(inns "$NODE" "$CAP" attach pod vpod 2>&1) && fail "attach pod without --addr succeeded"
+case "$err" in
+"meshlite-capture: attach pod: give the pod's addresses with --addr IP (at least one)"*) ;;
+*) fail "error text: $err" ;;
+esac
+inns "$NODE" "$CAP" status vpod >/dev/null && fail "attach pod without --addr attached something"
+ok "CLI: attach pod without --addr refused"
+
+err=$(inns "$NODE" "$CAP" attach pod vpod --addr 127.0.0.1 2>&1) && fail "--addr 127.0.0.1 accepted"
+case "$err" in "meshlite-capture: --addr 127.0.0.1: not an address a pod can own"*) ;;
+*) fail "error text: $err" ;; esac
+err=$(inns "$NODE" "$CAP" attach node up0 --addr 10.1.0.2 2>&1) && fail "attach node --addr accepted"
+case "$err" in "meshlite-capture: attach node: --addr is only for pod"*) ;;
+*) fail "error text: $err" ;; esac
+inns "$NODE" "$CAP" status up0 >/dev/null && fail "attach node --addr attached something"
+ok "CLI: bad --addr and --addr on node refused"
 
 echo "PASS"
