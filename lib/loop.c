@@ -23,6 +23,7 @@ struct ml_loop {
 	void (*idle_fn)(struct ml_loop *, void *);
 	void *idle_ud;
 	struct ml_sock *starved; /* sockets whose recv ended with -ENOBUFS */
+	struct ml_defer *defers;
 	struct ml_sock *closing; /* sockets waiting to be finalized */
 };
 
@@ -163,6 +164,15 @@ struct ml_loop *ml_loop_free(struct ml_loop *l)
 	return NULL;
 }
 
+void ml_loop_defer(struct ml_loop *l, struct ml_defer *d)
+{
+	if (d->queued)
+		return;
+	d->queued = true;
+	d->next = l->defers;
+	l->defers = d;
+}
+
 void ml_loop_stop(struct ml_loop *l)
 {
 	l->stop = true;
@@ -203,6 +213,13 @@ static void after_batch(struct ml_loop *l)
 			s->rx_starved = false;
 			sock_rx_arm(s);
 		}
+	}
+	while (l->defers) {
+		struct ml_defer *d = l->defers;
+		l->defers = d->next;
+		d->next = NULL;
+		d->queued = false;
+		d->fn(d);
 	}
 	if (l->idle_fn)
 		l->idle_fn(l, l->idle_ud);

@@ -52,6 +52,15 @@ uint64_t ml_loop_now(const struct ml_loop *l);
 /* Register a callback to run after each batch of completions (e.g. flush dirty sockets). */
 void ml_loop_set_idle(struct ml_loop *l, void (*fn)(struct ml_loop *, void *), void *ud);
 
+/* Work to run once after the current batch of completions (e.g. flush a connection that
+ * several events touched). Queuing twice is a no-op. The owner must not free @d while queued. */
+struct ml_defer {
+	void (*fn)(struct ml_defer *d);
+	struct ml_defer *next;
+	bool queued;
+};
+void ml_loop_defer(struct ml_loop *l, struct ml_defer *d);
+
 /* Low-level submission helpers (op->busy is set; cleared on the final CQE). */
 void ml_loop_accept(struct ml_loop *l, struct ml_op *op, int fd);
 void ml_loop_read(struct ml_loop *l, struct ml_op *op, int fd, void *buf, size_t len);
