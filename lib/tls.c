@@ -42,6 +42,7 @@ struct ml_tls_ctx {
 	struct ml_spiffe_id id;
 	char td[ML_SPIFFE_TD_MAX + 1];
 	int64_t not_after;
+	bool no_client_cert; /* server: do not request a client certificate */
 };
 
 enum tls_state {
@@ -56,7 +57,8 @@ struct ml_tls {
 	BIO *rbio, *wbio; /* owned by ssl */
 	enum tls_state state;
 	bool server;
-	bool verified; /* set by verify_peer() only, after every check passed */
+	bool verified;	  /* set by verify_peer() only, after every check passed */
+	bool anon_client; /* server that never asked for a client certificate */
 	bool shut;
 	int err;    /* sticky -errno once ST_FAILED */
 	int cb_err; /* decided inside a BoringSSL callback, applied when the call returns */
@@ -352,8 +354,9 @@ static int finish_handshake(struct ml_tls *t)
 	uint16_t suite = c ? SSL_CIPHER_get_protocol_id(c) : 0;
 
 	/* A resumed session would skip verify_peer() (Envoy CVE-2022-21654); resumption is
-	 * off, and this catches it if that ever changes. */
-	if (!t->verified || SSL_session_reused(t->ssl)) {
+	 * off, and this catches it if that ever changes. A server that asked for no client
+	 * certificate has nothing to verify (ml_tls_ctx_set_client_cert_required). */
+	if ((!t->verified && !t->anon_client) || SSL_session_reused(t->ssl)) {
 		set_reason(t, "peer certificate was not verified");
 		return refuse(t, SSL_AD_INTERNAL_ERROR, -EACCES);
 	}
@@ -562,6 +565,11 @@ struct ml_tls_ctx *ml_tls_ctx_unref(struct ml_tls_ctx *c)
 	return NULL;
 }
 
+void ml_tls_ctx_set_client_cert_required(struct ml_tls_ctx *c, bool required)
+{
+	c->no_client_cert = !required;
+}
+
 int64_t ml_tls_ctx_not_after(const struct ml_tls_ctx *c)
 {
 	return c->not_after;
@@ -596,6 +604,12 @@ static struct ml_tls *tls_new(struct ml_tls_ctx *c, bool server)
 		SSL_set_accept_state(t->ssl);
 	else
 		SSL_set_connect_state(t->ssl);
+	/* No CertificateRequest at all, so the client sends none; per connection, because
+	 * the same context also makes client connections, which must verify the server. */
+	if (server && c->no_client_cert) {
+		SSL_set_custom_verify(t->ssl, SSL_VERIFY_NONE, NULL);
+		t->anon_client = true;
+	}
 	t->ctx = ml_tls_ctx_ref(c);
 	return t;
 err_free:
@@ -767,7 +781,7 @@ size_t ml_tls_pending(const struct ml_tls *t)
 
 const struct ml_spiffe_id *ml_tls_peer_id(const struct ml_tls *t)
 {
-	return t->state == ST_ESTABLISHED ? &t->peer : NULL;
+	return t->state == ST_ESTABLISHED && t->verified ? &t->peer : NULL;
 }
 
 const char *ml_tls_error(const struct ml_tls *t)

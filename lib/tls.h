@@ -6,7 +6,10 @@
  * Mesh rules enforced here (reliability-anchors §2.1):
  *  - TLS 1.3 only, AES-GCM suites, ALPN "h2" required on both sides (no ALPN -> failure).
  *  - Both sides present a certificate; the server uses
- *    SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT.
+ *    SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT. The one exception is a server
+ *    context switched with ml_tls_ctx_set_client_cert_required(c, false) (istiod-lite's
+ *    xDS/CA port: callers authenticate with a bearer token, and Istio's ztunnel presents
+ *    no certificate to istiod); mesh ports never use it.
  *  - The peer chain must verify to the mesh root(s); expired / not-yet-valid / CA-as-leaf
  *    rejected.
  *  - The peer leaf must carry exactly one URI SAN, a valid SPIFFE ID (ml_spiffe_parse) in the
@@ -40,6 +43,14 @@ struct ml_tls_ctx *ml_tls_ctx_new(const char *chain_pem, const char *key_pem,
 				  size_t errlen);
 struct ml_tls_ctx *ml_tls_ctx_ref(struct ml_tls_ctx *c);
 struct ml_tls_ctx *ml_tls_ctx_unref(struct ml_tls_ctx *c);
+/*
+ * Server side: whether connections made from @c request and require a client certificate
+ * (the default, true). With false the server sends no CertificateRequest, the handshake
+ * completes without a peer identity and ml_tls_peer_id() returns NULL: the caller must
+ * authenticate the peer another way. Client connections from @c are unaffected (they always
+ * verify the server). Set it before creating connections; it does not change live ones.
+ */
+void ml_tls_ctx_set_client_cert_required(struct ml_tls_ctx *c, bool required);
 /* Leaf notAfter (epoch seconds) and identity of the context's own certificate. */
 int64_t ml_tls_ctx_not_after(const struct ml_tls_ctx *c);
 const struct ml_spiffe_id *ml_tls_ctx_identity(const struct ml_tls_ctx *c);
@@ -69,7 +80,8 @@ int ml_tls_shutdown(struct ml_tls *t);
  * rest pending). Returns bytes moved. */
 size_t ml_tls_drain(struct ml_tls *t, struct ml_buf *out);
 size_t ml_tls_pending(const struct ml_tls *t);
-/* After establishment: peer identity (verified) and negotiated ALPN. */
+/* After establishment: the verified peer identity; NULL when the server did not ask for one
+ * (ml_tls_ctx_set_client_cert_required). */
 const struct ml_spiffe_id *ml_tls_peer_id(const struct ml_tls *t);
 const char *ml_tls_error(const struct ml_tls *t);
 

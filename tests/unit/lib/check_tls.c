@@ -933,6 +933,117 @@ START_TEST(test_client_wrong_alpn_refused)
 }
 END_TEST
 
+/* ------------------------------------- server that asks for no client certificate */
+
+/* BoringSSL calls a client's cert callback only when a CertificateRequest arrived. */
+static int note_cert_request(SSL *ssl, void *arg)
+{
+	*(bool *)arg = true;
+	return 1;
+}
+
+/* Default mode: a certless client is refused, even after the option was toggled back. */
+START_TEST(test_client_cert_required_default)
+{
+	struct ml_tls_ctx *sc = ctx_id(ca, SRV_ID);
+	struct peer s, c = {.raw = raw_new(RAW_ALPN, NULL)};
+	bool asked = false;
+
+	ml_tls_ctx_set_client_cert_required(sc, false);
+	ml_tls_ctx_set_client_cert_required(sc, true);
+	s = tls_peer(ml_tls_new_server(sc));
+	SSL_set_cert_cb(c.raw, note_cert_request, &asked);
+	expect_rejected(&s, &c, -EACCES, "peer sent no certificate");
+	ck_assert(asked);
+	p_free(&c);
+	p_free(&s);
+	ml_tls_ctx_unref(sc);
+}
+END_TEST
+
+/* Bearer-token port (istiod-lite 15012): a client without a certificate gets in, is never
+ * asked for one, and has no identity; TLS 1.3 and ALPN h2 still apply. */
+START_TEST(test_client_cert_not_requested)
+{
+	struct ml_tls_ctx *sc = ctx_id(ca, SRV_ID);
+	struct peer s, c = {.raw = raw_new(RAW_ALPN, NULL)};
+	uint8_t sink[16];
+	bool asked = false;
+
+	ml_tls_ctx_set_client_cert_required(sc, false);
+	s = tls_peer(ml_tls_new_server(sc));
+	SSL_set_cert_cb(c.raw, note_cert_request, &asked);
+	s.sink = sink;
+	s.sink_cap = sizeof(sink);
+	c.eager = (const uint8_t *)"token";
+	c.eager_len = 5;
+	run(&s, &c);
+	ck_assert_int_eq(s.hs, 1);
+	ck_assert_int_eq(c.hs, 1);
+	ck_assert(!asked);
+	ck_assert_ptr_null(ml_tls_peer_id(s.t));
+	ck_assert_uint_eq(s.got, 5);
+	ck_assert_mem_eq(sink, "token", 5);
+	ck_assert_int_eq(ml_tls_write(s.t, (const uint8_t *)"ok", 2), 2);
+	run(&s, &c);
+	ck_assert_uint_eq(c.got, 2);
+	p_free(&c);
+	p_free(&s);
+
+	/* still TLS 1.3 + h2 only */
+	s = tls_peer(ml_tls_new_server(sc));
+	c = (struct peer){.raw = raw_new(RAW_ALPN | RAW_TLS12, NULL)};
+	expect_rejected(&s, &c, -EPROTO, "TLS 1.3");
+	p_free(&c);
+	p_free(&s);
+	s = tls_peer(ml_tls_new_server(sc));
+	c = (struct peer){.raw = raw_new(0, NULL)};
+	expect_rejected(&s, &c, -EPROTO, "ALPN");
+	p_free(&c);
+	p_free(&s);
+	ml_tls_ctx_unref(sc);
+}
+END_TEST
+
+/* The same context keeps verifying servers when it acts as a client, and an ml_tls client
+ * that holds a certificate still connects to the certless port (it is just not asked). */
+START_TEST(test_client_cert_not_requested_ctx_roles)
+{
+	struct ml_tls_ctx *a = ctx_id(ca, SRV_ID), *b = ctx_id(ca, CLI_ID);
+	struct ml_tls_ctx *wrong = ctx_id(ca, OTHER_ID);
+	struct ml_spiffe_id ida = id_of(SRV_ID), idb = id_of(CLI_ID);
+	struct peer c, s;
+
+	ml_tls_ctx_set_client_cert_required(a, false);
+	c = tls_peer(ml_tls_new_client(b, &ida));
+	s = tls_peer(ml_tls_new_server(a));
+	run(&c, &s);
+	ck_assert(c.hs == 1 && s.hs == 1);
+	ck_assert(ml_spiffe_eq(ml_tls_peer_id(c.t), &ida));
+	ck_assert_ptr_null(ml_tls_peer_id(s.t));
+	p_free(&c);
+	p_free(&s);
+
+	/* @a as a client: the server must still be the expected identity */
+	c = tls_peer(ml_tls_new_client(a, &idb));
+	s = tls_peer(ml_tls_new_server(wrong));
+	expect_rejected(&c, &s, -EACCES, "does not match expected");
+	p_free(&c);
+	p_free(&s);
+	/* ... and @a's client certificate is still sent to and verified by a mesh server */
+	c = tls_peer(ml_tls_new_client(a, &idb));
+	s = tls_peer(ml_tls_new_server(b));
+	run(&c, &s);
+	ck_assert(c.hs == 1 && s.hs == 1);
+	ck_assert(ml_spiffe_eq(ml_tls_peer_id(s.t), &ida));
+	p_free(&c);
+	p_free(&s);
+	ml_tls_ctx_unref(a);
+	ml_tls_ctx_unref(b);
+	ml_tls_ctx_unref(wrong);
+}
+END_TEST
+
 /* ---------------------------------------------------------- garbage and limits */
 
 START_TEST(test_garbage_input)
@@ -1231,6 +1342,9 @@ static Suite *tls_suite(void)
 	tcase_add_test(cli, test_client_tls12_refused);
 	tcase_add_test(cli, test_client_no_alpn_refused);
 	tcase_add_test(cli, test_client_wrong_alpn_refused);
+	tcase_add_test(cli, test_client_cert_required_default);
+	tcase_add_test(cli, test_client_cert_not_requested);
+	tcase_add_test(cli, test_client_cert_not_requested_ctx_roles);
 
 	tcase_add_test(bad, test_garbage_input);
 	tcase_add_test(bad, test_mutated_client_hello);
