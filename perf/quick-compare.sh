@@ -21,7 +21,14 @@ trap '"$meshlite" lab down --name $name >/dev/null 2>&1; rm -rf "$fixture"' EXIT
 "$meshlite" lab up --name $name "$fixture" >/dev/null
 status=$("$meshlite" lab status --name $name --json)
 ip_of() { printf '%s' "$status" | python3 -c "import json,sys; print([p['ip'] for p in json.load(sys.stdin)['pods'] if p['namespace']=='$1' and p['name']=='server'][0])"; }
-sleep 1
+# wait until both servers answer (their processes start after ztunnel is ready)
+for ns in plain mesh; do
+	for _ in $(seq 50); do
+		"$meshlite" lab exec --name $name "$ns/client" -- curl -sf -o /dev/null --max-time 1 \
+			"http://$(ip_of $ns):8080/" && break
+		sleep 0.2
+	done
+done
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 iperf() { # ns ip -> Gbit/s
@@ -33,6 +40,8 @@ wrk_rps() { # ns ip -> "rps p50ms p99ms"
 		python3 -c '
 import re, sys
 t = sys.stdin.read()
+if "Requests/sec" not in t:
+    sys.exit("wrk failed:\n" + t)
 def ms(s):
     v, u = re.match(r"([\d.]+)(us|ms|s)", s).groups()
     return float(v) * {"us": 0.001, "ms": 1, "s": 1000}[u]
