@@ -43,6 +43,7 @@ struct ml_tls_ctx {
 	char td[ML_SPIFFE_TD_MAX + 1];
 	int64_t not_after;
 	bool no_client_cert; /* server: do not request a client certificate */
+	bool client_only;    /* ml_tls_ctx_new_client(): no certificate, no identity */
 };
 
 enum tls_state {
@@ -549,6 +550,56 @@ fail:
 	return NULL;
 }
 
+struct ml_tls_ctx *ml_tls_ctx_new_client(const char *roots_pem, const char *trust_domain, char *err,
+					 size_t errlen)
+{
+	char probe[ML_SPIFFE_TD_MAX + 32];
+	struct ml_spiffe_id id;
+	struct ml_tls_ctx *c = NULL;
+	char why[REASON_MAX] = "";
+	int r = -EINVAL;
+
+	if (!roots_pem || !trust_domain || strlen(trust_domain) > ML_SPIFFE_TD_MAX) {
+		fmt_why(why, sizeof(why), "invalid arguments");
+		goto fail;
+	}
+	/* No own leaf vouches for the trust domain here: check its syntax the same way. */
+	(void)snprintf(probe, sizeof(probe), "spiffe://%s/ns/x/sa/y", trust_domain);
+	if (ml_spiffe_parse(probe, strlen(probe), &id) < 0 || !streq(id.td, trust_domain)) {
+		fmt_why(why, sizeof(why), "trust domain \"%s\" is not valid", trust_domain);
+		goto fail;
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	atomic_init(&c->refs, 1);
+	c->client_only = true;
+	memcpy(c->td, trust_domain, strlen(trust_domain) + 1);
+	c->ssl = SSL_CTX_new(TLS_method());
+	if (!c->ssl || ctx_configure(c) < 0) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	if ((r = ctx_load_roots(c, roots_pem, why, sizeof(why))) < 0)
+		goto fail;
+	ERR_clear_error();
+	return c;
+fail:
+	if (r == -ENOMEM && !why[0])
+		fmt_why(why, sizeof(why), "out of memory");
+	if (err && errlen)
+		(void)snprintf(err, errlen, "%s", why);
+	if (c) {
+		SSL_CTX_free(c->ssl);
+		free(c);
+	}
+	ERR_clear_error();
+	errno = -r;
+	return NULL;
+}
+
 struct ml_tls_ctx *ml_tls_ctx_ref(struct ml_tls_ctx *c)
 {
 	if (c)
@@ -577,14 +628,15 @@ int64_t ml_tls_ctx_not_after(const struct ml_tls_ctx *c)
 
 const struct ml_spiffe_id *ml_tls_ctx_identity(const struct ml_tls_ctx *c)
 {
-	return &c->id;
+	return c->client_only ? NULL : &c->id;
 }
 
 static struct ml_tls *tls_new(struct ml_tls_ctx *c, bool server)
 {
 	struct ml_tls *t;
 
-	if (!c) {
+	/* A server needs a certificate to present. */
+	if (!c || (server && c->client_only)) {
 		errno = EINVAL;
 		return NULL;
 	}

@@ -5,7 +5,7 @@
  *
  * Mesh rules enforced here (reliability-anchors §2.1):
  *  - TLS 1.3 only, AES-GCM suites, ALPN "h2" required on both sides (no ALPN -> failure).
- *  - Both sides present a certificate; the server uses
+ *  - Both sides present a certificate (except a client-only context, below); the server uses
  *    SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT. The one exception is a server
  *    context switched with ml_tls_ctx_set_client_cert_required(c, false) (istiod-lite's
  *    xDS/CA port: callers authenticate with a bearer token, and Istio's ztunnel presents
@@ -41,6 +41,18 @@ struct ml_tls;     /* one connection */
 struct ml_tls_ctx *ml_tls_ctx_new(const char *chain_pem, const char *key_pem,
 				  const char *roots_pem, const char *trust_domain, char *err,
 				  size_t errlen);
+/*
+ * A client-only context: trust roots and no certificate of its own, for a client that
+ * authenticates another way (ztunnel to istiod sends a bearer token; Istio's ztunnel
+ * presents no certificate there). Servers are verified exactly as by ml_tls_ctx_new()
+ * contexts (chain to @roots_pem, SVID rules, the expected identity). It has no identity
+ * (ml_tls_ctx_identity() is NULL, ml_tls_ctx_not_after() 0) and makes no servers
+ * (ml_tls_new_server() fails with EINVAL). A server that requires a client certificate
+ * (every mesh port) refuses it. NULL with errno (EINVAL: bad roots or trust domain;
+ * ENOMEM) and a reason in @err on failure.
+ */
+struct ml_tls_ctx *ml_tls_ctx_new_client(const char *roots_pem, const char *trust_domain, char *err,
+					 size_t errlen);
 struct ml_tls_ctx *ml_tls_ctx_ref(struct ml_tls_ctx *c);
 struct ml_tls_ctx *ml_tls_ctx_unref(struct ml_tls_ctx *c);
 /*
@@ -51,7 +63,8 @@ struct ml_tls_ctx *ml_tls_ctx_unref(struct ml_tls_ctx *c);
  * verify the server). Set it before creating connections; it does not change live ones.
  */
 void ml_tls_ctx_set_client_cert_required(struct ml_tls_ctx *c, bool required);
-/* Leaf notAfter (epoch seconds) and identity of the context's own certificate. */
+/* Leaf notAfter (epoch seconds) and identity of the context's own certificate (0 and NULL
+ * for a client-only context). */
 int64_t ml_tls_ctx_not_after(const struct ml_tls_ctx *c);
 const struct ml_spiffe_id *ml_tls_ctx_identity(const struct ml_tls_ctx *c);
 

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include "common.h"
+#include "loop.h"
 #include "state.h"
 
 #define CONFIG_MAX_BYTES (64u << 20)
@@ -193,6 +194,61 @@ static int listen_addr(json_t *listen, const char *key, const char *def, char **
 	return 0;
 }
 
+/* The "xds" object (docs/ztunnel-config.md): the control plane for workloads and certs. */
+static int parse_xds(struct zt_state *st, json_t *o, char *err, size_t errlen)
+{
+	struct zt_xds_config *x = calloc(1, sizeof(*x));
+	struct sockaddr_storage ss;
+	struct ml_spiffe_id id;
+	struct zt_ip ip;
+	socklen_t sl;
+	int r;
+
+	if (!x)
+		return -ENOMEM;
+	st->xds = x;
+	if (!json_is_object(o))
+		return fail(err, errlen, -EINVAL, "xds must be an object");
+	if ((r = opt_str(o, "address", &x->address)) < 0 ||
+	    (r = opt_str(o, "token_file", &x->token_file)) < 0 ||
+	    (r = opt_str(o, "identity", &x->identity)) < 0 ||
+	    (r = opt_str(o, "cluster_id", &x->cluster_id)) < 0 ||
+	    (r = opt_str(o, "node_ip", &x->node_ip)) < 0)
+		return r == -ENOMEM ? r
+				    : fail(err, errlen, r,
+					   "xds: address, token_file, identity, cluster_id and "
+					   "node_ip must be strings");
+	if (!x->address || ml_addr_parse(x->address, &ss, &sl) < 0)
+		return fail(err, errlen, -EINVAL, "xds.address must be \"ip:port\" (got %s)",
+			    x->address ? x->address : "nothing");
+	if (!x->token_file || !*x->token_file)
+		return fail(err, errlen, -EINVAL, "xds.token_file is required");
+	if (!x->node_ip || zt_ip_parse(x->node_ip, &ip) < 0)
+		return fail(err, errlen, -EINVAL, "xds.node_ip must be this node's IP (got %s)",
+			    x->node_ip ? x->node_ip : "nothing");
+	/* Istio's default: istiod runs as istio-system/istiod in the mesh's trust domain. */
+	if (!x->identity) {
+		char def[ML_SPIFFE_MAX + 1];
+		(void)snprintf(def, sizeof(def), "spiffe://%s/ns/istio-system/sa/istiod",
+			       st->trust_domain);
+		if (!(x->identity = strdup(def)))
+			return -ENOMEM;
+	}
+	if (ml_spiffe_parse(x->identity, strlen(x->identity), &id) < 0 ||
+	    !streq(id.td, st->trust_domain))
+		return fail(err, errlen, -EINVAL,
+			    "xds.identity %s is not a SPIFFE ID in trust domain %s", x->identity,
+			    st->trust_domain);
+	if (!x->cluster_id && !(x->cluster_id = strdup(st->cluster_id)))
+		return -ENOMEM;
+	if (!st->root_cert_path)
+		return fail(err, errlen, -EINVAL, "root_cert is required with xds");
+	if ((r = read_file(st->root_cert_path, PEM_MAX_BYTES, &x->roots_pem)) < 0)
+		return fail(err, errlen, r, "read root_cert %s: %s", st->root_cert_path,
+			    strerror(-r));
+	return 0;
+}
+
 int zt_config_load(const char *path, struct zt_state **ret, char *err, size_t errlen)
 {
 	json_error_t je;
@@ -235,6 +291,13 @@ int zt_config_load(const char *path, struct zt_state **ret, char *err, size_t er
 	    (r = listen_addr(listen, "readiness", "0.0.0.0:15021", &st->listen_readiness, err,
 			     errlen)) < 0)
 		goto out;
+
+	json_t *xds = json_object_get(root, "xds");
+	if (xds && !json_is_null(xds) && (r = parse_xds(st, xds, err, errlen)) < 0) {
+		if (r == -ENOMEM)
+			(void)fail(err, errlen, r, "out of memory");
+		goto out;
+	}
 
 	json_t *wls = json_object_get(root, "workloads");
 	if (wls && !json_is_array(wls)) {

@@ -7,12 +7,14 @@
 #include <sys/signalfd.h>
 
 #include "admin.h"
+#include "ca_client.h"
 #include "common.h"
 #include "json.h"
 #include "log.h"
 #include "loop.h"
 #include "proxy.h"
 #include "state.h"
+#include "xds_client.h"
 #include "zmetrics.h"
 
 struct ztunnel {
@@ -20,6 +22,9 @@ struct ztunnel {
 	struct zt_state *st;
 	struct zt_metrics m;
 	struct zt_proxy *proxy;
+	struct ml_tls_ctx *cp_tls; /* to istiod: the mesh roots, no certificate */
+	struct zt_xds *xds;
+	struct zt_ca *ca;
 	struct ml_admin *admin, *metrics, *ready;
 	bool is_ready, stopping;
 	int sfd;
@@ -31,24 +36,28 @@ struct ztunnel {
 
 static void usage(FILE *f)
 {
-	fprintf(f, "Usage: ztunnel --config FILE [--log-format text|json] [--log-level LEVEL]\n"
-		   "\n"
-		   "meshlite's per-node L4 proxy: captures pod traffic (outbound 15001), carries it\n"
-		   "between nodes in HBONE tunnels (HTTP/2 CONNECT over mutual TLS, inbound 15008)\n"
-		   "and reports Istio's istio_tcp_* metrics.\n"
-		   "\n"
-		   "  -c, --config FILE      static configuration (see docs/ztunnel-config.md)\n"
-		   "      --log-format FMT   text (default) or json\n"
-		   "      --log-level LEVEL  debug, info (default), warn, error\n"
-		   "      --drain-seconds N  on SIGTERM, wait up to N s (default 5) for open\n"
-		   "                         connections to finish before exiting\n"
-		   "  -h, --help             show this help\n"
-		   "      --version          print the version\n"
-		   "\n"
-		   "Ports (from the config; Istio's defaults): 15001 outbound, 15008 HBONE inbound,\n"
-		   "15000 admin (/config_dump), 15020 metrics (/metrics), 15021 readiness\n"
-		   "(/healthz/ready). SIGTERM/SIGINT stop accepting, send GOAWAY on every tunnel,\n"
-		   "wait for connections to finish (--drain-seconds) and exit.\n");
+	fprintf(f,
+		"Usage: ztunnel --config FILE [--log-format text|json] [--log-level LEVEL]\n"
+		"\n"
+		"meshlite's per-node L4 proxy: captures pod traffic (outbound 15001), carries it\n"
+		"between nodes in HBONE tunnels (HTTP/2 CONNECT over mutual TLS, inbound 15008)\n"
+		"and reports Istio's istio_tcp_* metrics.\n"
+		"\n"
+		"  -c, --config FILE      configuration (see docs/ztunnel-config.md); with an\n"
+		"                         \"xds\" object, workloads and certificates come from\n"
+		"                         istiod (Delta ADS + CA) and readiness waits for the\n"
+		"                         first sync\n"
+		"      --log-format FMT   text (default) or json\n"
+		"      --log-level LEVEL  debug, info (default), warn, error\n"
+		"      --drain-seconds N  on SIGTERM, wait up to N s (default 5) for open\n"
+		"                         connections to finish before exiting\n"
+		"  -h, --help             show this help\n"
+		"      --version          print the version\n"
+		"\n"
+		"Ports (from the config; Istio's defaults): 15001 outbound, 15008 HBONE inbound,\n"
+		"15000 admin (/config_dump), 15020 metrics (/metrics), 15021 readiness\n"
+		"(/healthz/ready). SIGTERM/SIGINT stop accepting, send GOAWAY on every tunnel,\n"
+		"wait for connections to finish (--drain-seconds) and exit.\n");
 }
 
 static void dump_workload(struct ml_json *j, const struct zt_workload *w)
@@ -92,22 +101,39 @@ static void config_dump(struct ztunnel *z, struct ml_admin_rsp *rsp)
 	ml_json_key(&j, "services");
 	ml_json_arr_begin(&j);
 	ml_json_arr_end(&j);
+	/* raw istio.security.Authorization resources until they are compiled (authz.h) */
 	ml_json_key(&j, "policies");
 	ml_json_arr_begin(&j);
+	for (unsigned i = 0; i < z->st->npolicies; i++) {
+		ml_json_obj_begin(&j);
+		ml_json_kv_str(&j, "name", z->st->policies[i].name);
+		ml_json_kv_uint(&j, "bytes", z->st->policies[i].len);
+		ml_json_obj_end(&j);
+	}
 	ml_json_arr_end(&j);
+	ml_json_key(&j, "xds");
+	if (z->xds)
+		zt_xds_dump(z->xds, &j);
+	else
+		ml_json_null(&j);
 	ml_json_key(&j, "certificates");
 	ml_json_arr_begin(&j);
 	int64_t now = (int64_t)(ml_wall_ms() / 1000);
 	for (unsigned i = 0; i < z->st->ncerts; i++) {
 		const struct zt_cert *c = &z->st->certs[i];
+		if (z->ca && zt_ca_manages(z->ca, &c->identity))
+			continue; /* dumped by the CA client with its fetch state */
 		ml_json_obj_begin(&j);
 		ml_json_kv_str(&j, "identity", c->spiffe);
 		ml_json_kv_str(&j, "state", c->not_after > now ? "Available" : "Expired");
 		ml_json_kv_int(&j, "notAfter", c->not_after);
 		ml_json_kv_int(&j, "secondsLeft", c->not_after - now);
 		ml_json_kv_str(&j, "certChain", c->chain_path);
+		ml_json_kv_str(&j, "source", "config");
 		ml_json_obj_end(&j);
 	}
+	if (z->ca)
+		zt_ca_dump(z->ca, &j);
 	ml_json_arr_end(&j);
 	zt_proxy_dump(z->proxy, &j);
 	ml_json_obj_end(&j);
@@ -151,10 +177,13 @@ static void admin_handler(const struct ml_http1_req *req, struct ml_admin_rsp *r
 	else if (path_is(req, "/healthz/ready"))
 		serve_ready(z, rsp);
 	else if (path_is(req, "/"))
-		(void)ml_buf_puts(&rsp->body, "meshlite ztunnel admin\n"
-					      "  /config_dump     workloads, services, certificates, connections\n"
-					      "  /metrics         Prometheus metrics\n"
-					      "  /healthz/ready   readiness\n");
+		(void)ml_buf_puts(
+			&rsp->body,
+			"meshlite ztunnel admin\n"
+			"  /config_dump     workloads, policies, xDS state, certificates,\n"
+			"                   connections\n"
+			"  /metrics         Prometheus metrics\n"
+			"  /healthz/ready   readiness\n");
 	else {
 		rsp->status = 404;
 		(void)ml_buf_puts(&rsp->body, "not found; see /\n");
@@ -215,6 +244,63 @@ static void on_signal(struct ml_loop *l, struct ml_op *op, int res, uint32_t fla
 	z->drain_timer.ud = z;
 	ml_timer_start(l, &z->drain_timer, 1, 100 * 1000000ull);
 	ml_loop_read(l, &z->sig_op, z->sfd, &z->si, sizeof(z->si));
+}
+
+static void xds_updated(void *ud)
+{
+	struct ztunnel *z = ud;
+
+	zt_ca_sync(z->ca); /* workloads on this node may have come or gone */
+}
+
+static void xds_synced(void *ud)
+{
+	struct ztunnel *z = ud;
+
+	/* Readiness waits for the first xDS sync (mission-anchors §1 row 25). */
+	z->is_ready = true;
+	ml_log(ML_LOG_INFO, "ztunnel", "ready", ML_LS("node", z->st->node),
+	       ML_LU("workloads", z->st->nworkloads), ML_LU("certificates", z->st->ncerts));
+}
+
+/* The control plane: certificates for this node's identities and the xDS stream. */
+static int start_control_plane(struct ztunnel *z, char *err, size_t errlen)
+{
+	const struct zt_xds_config *c = z->st->xds;
+
+	z->cp_tls = ml_tls_ctx_new_client(c->roots_pem, z->st->trust_domain, err, errlen);
+	if (!z->cp_tls)
+		return -errno;
+	const struct zt_ca_opts co = {
+		.address = c->address,
+		.token_file = c->token_file,
+		.identity = c->identity,
+		.cluster_id = c->cluster_id,
+		.node = z->st->node,
+		.trust_domain = z->st->trust_domain,
+		.roots_pem = c->roots_pem,
+		.tls = z->cp_tls,
+		.metrics = z->m.reg,
+	};
+	z->ca = zt_ca_new(z->l, z->st, &co, err, errlen);
+	if (!z->ca)
+		return -errno;
+	zt_ca_sync(z->ca); /* static workloads of this node */
+	const struct zt_xds_opts xo = {
+		.address = c->address,
+		.token_file = c->token_file,
+		.identity = c->identity,
+		.cluster_id = c->cluster_id,
+		.node = z->st->node,
+		.node_ip = c->node_ip,
+		.tls = z->cp_tls,
+		.metrics = z->m.reg,
+		.on_update = xds_updated,
+		.on_synced = xds_synced,
+		.ud = z,
+	};
+	z->xds = zt_xds_new(z->l, z->st, &xo, err, errlen);
+	return z->xds ? 0 : -errno;
 }
 
 int main(int argc, char **argv)
@@ -329,9 +415,16 @@ int main(int argc, char **argv)
 	}
 	z.sig_op.cb = on_signal;
 	ml_loop_read(z.l, &z.sig_op, z.sfd, &z.si, sizeof(z.si));
-	/* Static configuration: everything is known once the listeners are up. */
-	z.is_ready = true;
-	ml_log(ML_LOG_INFO, "ztunnel", "ready", ML_LS("node", z.st->node),
+	if (z.st->xds && start_control_plane(&z, err, sizeof(err)) < 0) {
+		ml_log(ML_LOG_ERROR, "ztunnel", "cannot start the control plane clients",
+		       ML_LS("error", err));
+		return 1;
+	}
+	/* Static configuration: everything is known once the listeners are up. With xDS,
+	 * readiness waits for the first sync (xds_synced). */
+	z.is_ready = !z.xds;
+	ml_log(ML_LOG_INFO, "ztunnel", z.is_ready ? "ready" : "listening, waiting for xDS",
+	       ML_LS("node", z.st->node), ML_LS("xds", z.xds ? z.st->xds->address : NULL),
 	       ML_LU("workloads", z.st->nworkloads), ML_LU("certificates", z.st->ncerts),
 	       ML_LS("outbound", z.st->listen_outbound), ML_LS("inbound", z.st->listen_inbound),
 	       ML_LS("admin", z.st->listen_admin), ML_LS("metrics", z.st->listen_metrics),
@@ -340,12 +433,15 @@ int main(int argc, char **argv)
 	if (r < 0)
 		ml_log(ML_LOG_ERROR, "ztunnel", "event loop failed", ML_LS("error", strerror(-r)));
 	zt_proxy_shutdown(z.proxy);
+	z.xds = zt_xds_free(z.xds);
+	z.ca = zt_ca_free(z.ca);
 	ml_admin_free(z.admin);
 	ml_admin_free(z.metrics);
 	ml_admin_free(z.ready);
 	ml_loop_cancel(z.l, &z.sig_op);
 	(void)ml_loop_run_for(z.l, 1000000000ull); /* let cancelled operations complete */
 	zt_proxy_free(z.proxy);
+	ml_tls_ctx_unref(z.cp_tls);
 	ml_loop_free(z.l);
 	zt_metrics_fini(&z.m);
 	zt_state_free(z.st);

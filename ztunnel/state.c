@@ -54,6 +54,12 @@ struct zt_workload *zt_workload_unref(const struct zt_workload *cw)
 	return NULL;
 }
 
+static void policy_release(struct zt_policy_raw *p)
+{
+	free(p->name);
+	free(p->bytes);
+}
+
 struct zt_state *zt_state_free(struct zt_state *st)
 {
 	if (!st)
@@ -67,6 +73,18 @@ struct zt_state *zt_state_free(struct zt_state *st)
 		ml_tls_ctx_unref(st->certs[i].ctx);
 	}
 	free(st->certs);
+	for (unsigned i = 0; i < st->npolicies; i++)
+		policy_release(&st->policies[i]);
+	free(st->policies);
+	if (st->xds) {
+		free(st->xds->address);
+		free(st->xds->token_file);
+		free(st->xds->identity);
+		free(st->xds->cluster_id);
+		free(st->xds->node_ip);
+		free(st->xds->roots_pem);
+		free(st->xds);
+	}
 	free(st->by_ip);
 	free(st->by_ip_key);
 	free(st->node);
@@ -375,4 +393,128 @@ int zt_state_set_cert(struct zt_state *st, struct ml_tls_ctx *ctx)
 			       .not_after = ml_tls_ctx_not_after(ctx) };
 	(void)ml_spiffe_format(id, c->spiffe, sizeof(c->spiffe));
 	return 0;
+}
+
+int zt_state_remove_cert(struct zt_state *st, const struct ml_spiffe_id *id)
+{
+	for (unsigned i = 0; i < st->ncerts; i++) {
+		if (!ml_spiffe_eq(&st->certs[i].identity, id))
+			continue;
+		free(st->certs[i].chain_path);
+		free(st->certs[i].key_path);
+		ml_tls_ctx_unref(st->certs[i].ctx);
+		st->certs[i] = st->certs[--st->ncerts];
+		return 0;
+	}
+	return -ENOENT;
+}
+
+static int policy_find(const struct zt_policy_raw *arr, unsigned n, const char *name)
+{
+	unsigned lo = 0, hi = n;
+
+	while (lo < hi) {
+		unsigned mid = lo + (hi - lo) / 2;
+		int c = strcmp(arr[mid].name, name);
+		if (c == 0)
+			return (int)mid;
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return -1;
+}
+
+const struct zt_policy_raw *zt_state_policy(const struct zt_state *st, const char *name)
+{
+	int i = policy_find(st->policies, st->npolicies, name);
+
+	return i < 0 ? NULL : &st->policies[i];
+}
+
+struct policy_in {
+	struct zt_policy_raw p;
+	unsigned order; /* position in @upserts: among equal names the last one wins */
+};
+
+static int policy_in_cmp(const void *a, const void *b)
+{
+	const struct policy_in *x = a, *y = b;
+	int c = strcmp(x->p.name, y->p.name);
+
+	return c ? c : (x->order > y->order) - (x->order < y->order);
+}
+
+/*
+ * Copies first (so -ENOMEM changes nothing), then sorts the copies, keeps the last of each
+ * name, and merges them with the sorted current array in one pass; removals are marked and
+ * compacted once.
+ */
+int zt_state_apply_policies(struct zt_state *st, const struct zt_policy_raw *upserts,
+			    unsigned nupserts, const char *const *removes, unsigned nremoves)
+{
+	struct policy_in *in = calloc(nupserts ? nupserts : 1, sizeof(*in));
+	struct zt_policy_raw *out;
+	unsigned nin = 0, nout = 0, i = 0, j = 0, k;
+
+	if (!in)
+		return -ENOMEM;
+	for (k = 0; k < nupserts; k++) {
+		in[k].order = k;
+		in[k].p.name = strdup(upserts[k].name);
+		in[k].p.bytes = malloc(upserts[k].len ? upserts[k].len : 1);
+		in[k].p.len = upserts[k].len;
+		nin = k + 1;
+		if (!in[k].p.name || !in[k].p.bytes)
+			goto err_free_in;
+		if (upserts[k].len)
+			memcpy(in[k].p.bytes, upserts[k].bytes, upserts[k].len);
+	}
+	out = calloc(st->npolicies + nin + 1, sizeof(*out));
+	if (!out)
+		goto err_free_in;
+	qsort(in, nin, sizeof(*in), policy_in_cmp);
+	while (i < st->npolicies || j < nin) {
+		int c;
+
+		if (j + 1 < nin && streq(in[j].p.name, in[j + 1].p.name)) {
+			policy_release(&in[j++].p); /* superseded within this batch */
+			continue;
+		}
+		c = i == st->npolicies ? 1
+		    : j == nin	       ? -1
+				       : strcmp(st->policies[i].name, in[j].p.name);
+		if (c < 0) {
+			out[nout++] = st->policies[i++];
+			continue;
+		}
+		if (c == 0)
+			policy_release(&st->policies[i++]);
+		out[nout++] = in[j++].p;
+	}
+	free(in);
+	for (unsigned r = 0; r < nremoves; r++) {
+		int x = policy_find(out, nout, removes[r]);
+		if (x >= 0 && out[x].bytes) {
+			free(out[x].bytes);
+			out[x].bytes = NULL; /* marked; the name keeps the array searchable */
+		}
+	}
+	for (i = 0, k = 0; i < nout; i++) {
+		if (out[i].bytes)
+			out[k++] = out[i];
+		else
+			free(out[i].name);
+	}
+	free(st->policies);
+	st->policies = out;
+	st->npolicies = k;
+	return 0;
+
+err_free_in:
+	for (k = 0; k < nin; k++)
+		policy_release(&in[k].p);
+	free(in);
+	return -ENOMEM;
 }

@@ -44,13 +44,36 @@ struct zt_cert {
 	int64_t not_after;
 };
 
+/*
+ * istio.security.Authorization resources as received (name "ns/name" -> serialized bytes),
+ * kept until they are compiled with authz.h.
+ */
+struct zt_policy_raw {
+	char *name;
+	uint8_t *bytes;
+	size_t len;
+};
+
+/* The "xds" object of the config file: where the control plane (xDS + CA) is. */
+struct zt_xds_config {
+	char *address;	  /* "ip:port" of istiod's 15012 */
+	char *token_file; /* bearer token, re-read at every connection */
+	char *identity;	  /* the SPIFFE ID istiod's certificate must carry */
+	char *cluster_id; /* clusterid header */
+	char *node_ip;	  /* INSTANCE_IP in the node id and metadata */
+	char *roots_pem;  /* the contents of root_cert */
+};
+
 struct zt_state {
 	char *node, *cluster_id, *trust_domain, *root_cert_path;
+	struct zt_xds_config *xds; /* NULL: static configuration only */
 	char *listen_outbound, *listen_inbound, *listen_admin, *listen_metrics, *listen_readiness;
 	struct zt_workload **workloads;
 	unsigned nworkloads;
 	struct zt_cert *certs;
 	unsigned ncerts;
+	struct zt_policy_raw *policies; /* sorted by name */
+	unsigned npolicies;
 	/* open-addressing index: IP -> workload */
 	struct zt_workload **by_ip;
 	struct zt_ip *by_ip_key;
@@ -81,8 +104,19 @@ int zt_state_apply(struct zt_state *st, struct zt_workload **upserts, unsigned n
 const struct zt_workload *zt_state_workload_by_uid(const struct zt_state *st, const char *uid);
 /* Install or replace the certificate of an identity (takes a reference on @ctx). */
 int zt_state_set_cert(struct zt_state *st, struct ml_tls_ctx *ctx);
+/* Forget the certificate of @id (-ENOENT if none). Connections that use it hold their own
+ * reference on its context and are unaffected. */
+int zt_state_remove_cert(struct zt_state *st, const struct ml_spiffe_id *id);
 const struct zt_workload *zt_state_workload_by_ip(const struct zt_state *st, const struct zt_ip *ip);
 const struct zt_cert *zt_state_cert(const struct zt_state *st, const struct ml_spiffe_id *id);
+/*
+ * Authorization resources from the control plane: @upserts (copied) replace the entry of
+ * the same name (a later duplicate in @upserts wins), @removes are names. Returns 0, or
+ * -ENOMEM and nothing changed.
+ */
+int zt_state_apply_policies(struct zt_state *st, const struct zt_policy_raw *upserts,
+			    unsigned nupserts, const char *const *removes, unsigned nremoves);
+const struct zt_policy_raw *zt_state_policy(const struct zt_state *st, const char *name);
 
 void zt_ip_from_sockaddr(struct zt_ip *ip, const struct sockaddr *sa);
 int zt_ip_parse(const char *s, struct zt_ip *ret);

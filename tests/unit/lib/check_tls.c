@@ -1044,6 +1044,140 @@ START_TEST(test_client_cert_not_requested_ctx_roles)
 }
 END_TEST
 
+/* ------------------------------------------ client-only context (bearer-token clients) */
+
+static struct ml_tls_ctx *client_only(const char *roots_pem)
+{
+	char err[256] = "";
+	struct ml_tls_ctx *x = ml_tls_ctx_new_client(roots_pem, TD, err, sizeof(err));
+
+	ck_assert_msg(x != NULL, "ml_tls_ctx_new_client: %s", err);
+	return x;
+}
+
+/* ztunnel -> istiod: no client certificate, the server's chain and identity still checked. */
+START_TEST(test_client_only_connects)
+{
+	struct ml_tls_ctx *sc = ctx_id(ca, SRV_ID), *cc = client_only(roots);
+	struct ml_spiffe_id want = id_of(SRV_ID);
+	struct peer c, s;
+	uint8_t sink[16];
+
+	ck_assert_ptr_null(ml_tls_ctx_identity(cc));
+	ck_assert_int_eq(ml_tls_ctx_not_after(cc), 0);
+	ml_tls_ctx_set_client_cert_required(sc, false);
+	c = tls_peer(ml_tls_new_client(cc, &want));
+	s = tls_peer(ml_tls_new_server(sc));
+	s.sink = sink;
+	s.sink_cap = sizeof(sink);
+	c.eager = (const uint8_t *)"token";
+	c.eager_len = 5;
+	run(&c, &s);
+	ck_assert(c.hs == 1 && s.hs == 1);
+	ck_assert(ml_spiffe_eq(ml_tls_peer_id(c.t), &want));
+	ck_assert_ptr_null(ml_tls_peer_id(s.t));
+	ck_assert_uint_eq(s.got, 5);
+	ck_assert_mem_eq(sink, "token", 5);
+	p_free(&c);
+	p_free(&s);
+	ml_tls_ctx_unref(sc);
+	ml_tls_ctx_unref(cc);
+}
+END_TEST
+
+/* The same verification as a full context: wrong identity, wrong CA, expired, SVID rules. */
+START_TEST(test_client_only_verifies_server)
+{
+	struct ml_tls_ctx *cc = client_only(roots), *sc;
+	struct ml_spiffe_id want = id_of(SRV_ID);
+	const struct ml_pki_leaf_opts expired = { .uri_san = SRV_ID,
+						  .not_before = time(NULL) - 7200,
+						  .not_after = time(NULL) - 3600 };
+	const struct ml_pki_leaf_opts dns = { .dns_san = "istiod.istio-system.svc" };
+	struct {
+		struct ml_tls_ctx *server;
+		const char *why;
+	} cases[] = {
+		{ NULL, "does not match expected" },
+		{ NULL, "unable to get local issuer certificate" },
+		{ NULL, "certificate has expired" },
+		{ NULL, "0 URI SANs" },
+	};
+	struct peer c, s;
+
+	cases[0].server = ctx_id(ca, OTHER_ID);
+	cases[1].server = ctx_id(ca2, SRV_ID);
+	{
+		struct cred cr = issue(ca, &expired);
+		char err[256];
+		/* ml_tls_ctx_new refuses nothing about time: an expired own cert loads */
+		cases[2].server = ml_tls_ctx_new(cr.cert, cr.key, roots, TD, err, sizeof(err));
+		ck_assert_msg(cases[2].server != NULL, "%s", err);
+		cred_free(&cr);
+	}
+	for (size_t i = 0; i < 3; i++) {
+		ml_tls_ctx_set_client_cert_required(cases[i].server, false);
+		c = tls_peer(ml_tls_new_client(cc, &want));
+		s = tls_peer(ml_tls_new_server(cases[i].server));
+		expect_rejected(&c, &s, -EACCES, cases[i].why);
+		p_free(&c);
+		p_free(&s);
+		ml_tls_ctx_unref(cases[i].server);
+	}
+	/* a DNS-only server certificate (a raw server: ml_tls_ctx_new would refuse it) */
+	struct cred cr = issue(ca, &dns);
+	c = tls_peer(ml_tls_new_client(cc, &want));
+	s = (struct peer){ .raw = raw_new(RAW_SERVER | RAW_ALPN, &cr) };
+	expect_rejected(&c, &s, -EACCES, cases[3].why);
+	p_free(&c);
+	p_free(&s);
+	cred_free(&cr);
+
+	/* a mesh server (client certificate required) refuses the certless client */
+	sc = ctx_id(ca, SRV_ID);
+	c = tls_peer(ml_tls_new_client(cc, &want));
+	s = tls_peer(ml_tls_new_server(sc));
+	expect_rejected(&s, &c, -EACCES, "peer sent no certificate");
+	p_free(&c);
+	p_free(&s);
+	ml_tls_ctx_unref(sc);
+	ml_tls_ctx_unref(cc);
+}
+END_TEST
+
+START_TEST(test_client_only_rejects)
+{
+	struct ml_tls_ctx *cc;
+	char err[256];
+	struct {
+		const char *roots, *td, *why;
+	} cases[] = {
+		{ "junk", TD, "trust bundle PEM has no certificate" },
+		{ roots, "Cluster.local", "trust domain" },
+		{ roots, "bad domain", "trust domain" },
+		{ roots, "", "trust domain" },
+		{ NULL, TD, "invalid arguments" },
+		{ roots, NULL, "invalid arguments" },
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		err[0] = '\0';
+		errno = 0;
+		ck_assert_ptr_null(
+			ml_tls_ctx_new_client(cases[i].roots, cases[i].td, err, sizeof(err)));
+		ck_assert_int_eq(errno, EINVAL);
+		ck_assert_msg(strstr(err, cases[i].why), "case %zu: \"%s\" lacks \"%s\"", i, err,
+			      cases[i].why);
+	}
+	/* no server side from it: there is nothing to present */
+	cc = client_only(roots);
+	errno = 0;
+	ck_assert_ptr_null(ml_tls_new_server(cc));
+	ck_assert_int_eq(errno, EINVAL);
+	ml_tls_ctx_unref(cc);
+}
+END_TEST
+
 /* ---------------------------------------------------------- garbage and limits */
 
 START_TEST(test_garbage_input)
@@ -1345,6 +1479,9 @@ static Suite *tls_suite(void)
 	tcase_add_test(cli, test_client_cert_required_default);
 	tcase_add_test(cli, test_client_cert_not_requested);
 	tcase_add_test(cli, test_client_cert_not_requested_ctx_roles);
+	tcase_add_test(cli, test_client_only_connects);
+	tcase_add_test(cli, test_client_only_verifies_server);
+	tcase_add_test(cli, test_client_only_rejects);
 
 	tcase_add_test(bad, test_garbage_input);
 	tcase_add_test(bad, test_mutated_client_hello);
