@@ -75,8 +75,8 @@ int ctl_tokens_load(const char *path, struct ctl_tokens **ret, char *err, size_t
 	json_error_t jerr;
 	const char *tok;
 	json_t *root, *v;
-	size_t len, i = 0;
-	char *buf;
+	size_t len = 0, i = 0;
+	char *buf = NULL;
 	int r;
 
 	r = slurp(path, &buf, &len);
