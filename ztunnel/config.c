@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include "common.h"
+#include "config_policy.h"
 #include "loop.h"
 #include "state.h"
 
@@ -119,6 +120,33 @@ static int parse_workload(json_t *o, unsigned idx, const char *default_td, struc
 			goto out;
 		}
 		w->naddrs++;
+	}
+	json_t *aps = json_object_get(o, "authorization_policies");
+	if (aps && (!json_is_array(aps) || json_array_size(aps) > ZT_MAX_WORKLOAD_POLICIES)) {
+		r = fail(err, errlen, -EINVAL,
+			 "workloads[%u] (%s/%s): authorization_policies must be a list of at most "
+			 "%d names",
+			 idx, w->ns, w->name, ZT_MAX_WORKLOAD_POLICIES);
+		goto out;
+	}
+	if (aps && json_array_size(aps) &&
+	    !(w->authz_policies = calloc(json_array_size(aps), sizeof(char *)))) {
+		r = -ENOMEM;
+		goto out;
+	}
+	json_array_foreach(aps, ai, av) {
+		if (!json_is_string(av) || !*json_string_value(av)) {
+			r = fail(err, errlen, -EINVAL,
+				 "workloads[%u] (%s/%s): authorization_policies[%zu] must be a "
+				 "\"ns/name\"",
+				 idx, w->ns, w->name, ai);
+			goto out;
+		}
+		if (!(w->authz_policies[ai] = strdup(json_string_value(av)))) {
+			r = -ENOMEM;
+			goto out;
+		}
+		w->nauthz_policies++;
 	}
 	const char *tp = json_string_value(json_object_get(o, "tunnel_protocol"));
 	if (!tp || streq(tp, "NONE"))
@@ -321,6 +349,13 @@ int zt_config_load(const char *path, struct zt_state **ret, char *err, size_t er
 			zt_workload_unref(w);
 			goto out;
 		}
+	}
+
+	json_t *pols = json_object_get(root, "policies");
+	if (pols && (r = zt_config_policies(st, pols, err, errlen)) < 0) {
+		if (r == -ENOMEM)
+			(void)fail(err, errlen, r, "out of memory");
+		goto out;
 	}
 
 	json_t *certs = json_object_get(root, "certificates");

@@ -7,6 +7,8 @@
 #include <sys/signalfd.h>
 
 #include "admin.h"
+#include "authz.h"
+#include "authz_decode.h"
 #include "ca_client.h"
 #include "common.h"
 #include "json.h"
@@ -22,6 +24,7 @@ struct ztunnel {
 	struct zt_state *st;
 	struct zt_metrics m;
 	struct zt_proxy *proxy;
+	struct zt_authz *authz;	   /* compiled from z->st->policies */
 	struct ml_tls_ctx *cp_tls; /* to istiod: the mesh roots, no certificate */
 	struct zt_xds *xds;
 	struct zt_ca *ca;
@@ -167,6 +170,76 @@ static void serve_ready(struct ztunnel *z, struct ml_admin_rsp *rsp)
 	(void)ml_buf_puts(&rsp->body, rsp->status == 200 ? "ready\n" : "not ready\n");
 }
 
+static void authz_bad(struct ml_admin_rsp *rsp, const char *msg)
+{
+	rsp->status = 400;
+	(void)ml_buf_printf(&rsp->body, "%s\n", msg);
+}
+
+/* GET /debug/authz?src=<ip or spiffe id>&dst=<ip>&port=<n>: zt_authz_explain() as JSON. */
+static void debug_authz(struct ztunnel *z, const struct ml_http1_req *req, struct ml_admin_rsp *rsp)
+{
+	char src[ML_SPIFFE_MAX + 1], dst[64], port[16], *end;
+	struct ml_spiffe_id id;
+	const struct zt_workload *sw = NULL, *dw;
+	struct zt_ip sip = { .family = AF_INET }, dip;
+	unsigned long pn;
+	struct ml_json j;
+
+	if (ml_http1_query(req, "src", src, sizeof(src)) <= 0 ||
+	    ml_http1_query(req, "dst", dst, sizeof(dst)) <= 0 ||
+	    ml_http1_query(req, "port", port, sizeof(port)) <= 0) {
+		authz_bad(rsp, "want ?src=<ip or spiffe://...>&dst=<ip>&port=<n>");
+		return;
+	}
+	errno = 0;
+	pn = strtoul(port, &end, 10);
+	if (errno || *end || pn == 0 || pn > 65535) {
+		authz_bad(rsp, "port must be 1..65535");
+		return;
+	}
+	if (zt_ip_parse(dst, &dip) < 0 || !(dw = zt_state_workload_by_ip(z->st, &dip))) {
+		authz_bad(rsp, "dst must be the IP of a known workload");
+		return;
+	}
+	if (strncmp(src, "spiffe://", 9) == 0) {
+		/* an identity alone: the source address is unspecified (0.0.0.0) */
+		if (ml_spiffe_parse(src, strlen(src), &id) < 0) {
+			authz_bad(rsp, "src is not a valid SPIFFE ID");
+			return;
+		}
+	} else {
+		if (zt_ip_parse(src, &sip) < 0 || !(sw = zt_state_workload_by_ip(z->st, &sip))) {
+			authz_bad(rsp, "src must be a SPIFFE ID or the IP of a known workload");
+			return;
+		}
+		id = sw->identity;
+	}
+	struct zt_authz_conn c = {
+		.src_id = &id,
+		.src_ip = { .len = sip.family == AF_INET ? 4 : 16 },
+		.dst_ip = { .len = dip.family == AF_INET ? 4 : 16 },
+		.dst_port = (uint16_t)pn,
+		.dst_ns = dw->ns,
+		.dst_policies = (const char *const *)dw->authz_policies,
+		.n_dst_policies = dw->nauthz_policies,
+	};
+	memcpy(c.src_ip.addr, sip.addr, c.src_ip.len);
+	memcpy(c.dst_ip.addr, dip.addr, c.dst_ip.len);
+	const struct zt_authz_snap *s = zt_authz_snap_get(z->authz);
+	ml_json_init(&j, &rsp->body);
+	int r = zt_authz_explain(s, &c, &j);
+	zt_authz_snap_put(s);
+	(void)ml_buf_puts(&rsp->body, "\n");
+	if (r < 0) {
+		ml_buf_reset(&rsp->body);
+		rsp->status = 500;
+		(void)ml_buf_puts(&rsp->body, "cannot explain\n");
+		return;
+	}
+	rsp->content_type = "application/json";
+}
+
 static void admin_handler(const struct ml_http1_req *req, struct ml_admin_rsp *rsp, void *ud)
 {
 	struct ztunnel *z = ud;
@@ -176,6 +249,8 @@ static void admin_handler(const struct ml_http1_req *req, struct ml_admin_rsp *r
 		serve_metrics(z, rsp);
 	else if (path_is(req, "/healthz/ready"))
 		serve_ready(z, rsp);
+	else if (path_is(req, "/debug/authz"))
+		debug_authz(z, req, rsp);
 	else if (path_is(req, "/"))
 		(void)ml_buf_puts(
 			&rsp->body,
@@ -183,7 +258,9 @@ static void admin_handler(const struct ml_http1_req *req, struct ml_admin_rsp *r
 			"  /config_dump     workloads, policies, xDS state, certificates,\n"
 			"                   connections\n"
 			"  /metrics         Prometheus metrics\n"
-			"  /healthz/ready   readiness\n");
+			"  /healthz/ready   readiness\n"
+			"  /debug/authz?src=<ip|spiffe id>&dst=<ip>&port=<n>\n"
+			"                   explain the authorization verdict\n");
 	else {
 		rsp->status = 404;
 		(void)ml_buf_puts(&rsp->body, "not found; see /\n");
@@ -246,9 +323,38 @@ static void on_signal(struct ml_loop *l, struct ml_op *op, int res, uint32_t fla
 	ml_loop_read(l, &z->sig_op, z->sfd, &z->si, sizeof(z->si));
 }
 
+static void authz_rejected(void *ud, const char *key, const char *why)
+{
+	(void)ud;
+	ml_log(ML_LOG_WARN, "authz",
+	       "policy cannot be evaluated, enforcing its fail-closed placeholder",
+	       ML_LS("policy", key), ML_LS("error", why));
+}
+
+/* Compile the policies held in the state and re-check the open inbound connections. */
+static int authz_refresh(struct ztunnel *z)
+{
+	unsigned nph = 0;
+	int r = zt_authz_rebuild(z->authz, z->st, authz_rejected, z, &nph);
+
+	if (r < 0) {
+		ml_log(ML_LOG_ERROR, "authz",
+		       "cannot rebuild the policy set, keeping the previous one",
+		       ML_LS("error", strerror(-r)));
+		return r;
+	}
+	ml_log(ML_LOG_DEBUG, "authz", "policies installed", ML_LU("policies", z->st->npolicies),
+	       ML_LU("placeholders", nph));
+	if (z->proxy)
+		zt_proxy_authz_changed(z->proxy);
+	return 0;
+}
+
 static void xds_updated(void *ud)
 {
 	struct ztunnel *z = ud;
+
+	(void)authz_refresh(z);
 
 	zt_ca_sync(z->ca); /* workloads on this node may have come or gone */
 }
@@ -397,7 +503,14 @@ int main(int argc, char **argv)
 		ml_log(ML_LOG_ERROR, "ztunnel", "cannot set up metrics", ML_LS("error", "out of memory"));
 		return 1;
 	}
-	z.proxy = zt_proxy_new(z.l, z.st, &z.m, NULL, err, sizeof(err));
+	z.authz = zt_authz_new();
+	if (!z.authz || authz_refresh(&z) < 0) {
+		ml_log(ML_LOG_ERROR, "ztunnel", "cannot set up authorization",
+		       ML_LS("error", "out of memory"));
+		return 1;
+	}
+	const struct zt_proxy_opts po = { .authz = z.authz };
+	z.proxy = zt_proxy_new(z.l, z.st, &z.m, &po, err, sizeof(err));
 	if (!z.proxy) {
 		ml_log(ML_LOG_ERROR, "ztunnel", "cannot start the proxy", ML_LS("error", err));
 		return 1;
@@ -444,6 +557,7 @@ int main(int argc, char **argv)
 	ml_tls_ctx_unref(z.cp_tls);
 	ml_loop_free(z.l);
 	zt_metrics_fini(&z.m);
+	zt_authz_free(z.authz);
 	zt_state_free(z.st);
 	close(z.sfd);
 	return r < 0 ? 1 : 0;

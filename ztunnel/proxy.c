@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <sys/random.h>
 
+#include "authz.h"
 #include "common.h"
 #include "hbone.h"
 #include "log.h"
@@ -76,6 +77,7 @@ struct zt_conn {
 	bool stream_live; /* the stream exists in the tunnel's HTTP/2 session */
 	bool app_fin_seen, tun_fin_seen, app_closed, peer_closed;
 	bool responded; /* inbound: the CONNECT has its answer (a non-200 ends the stream) */
+	bool denied;	/* inbound: refused by an authorization policy (401) */
 	uint64_t delivered, credited; /* stream bytes handed to app tx / credited back */
 	uint64_t to_dst, to_src;      /* request and response bytes */
 	uint64_t start_ns;
@@ -189,7 +191,7 @@ static void conn_labels(struct zt_conn *c)
 		.dst = c->dst_wl,
 		.src_principal = c->src_principal[0] ? c->src_principal : NULL,
 		.dst_principal = c->dst_principal[0] ? c->dst_principal : NULL,
-		.response_flags = "-",
+		.response_flags = c->denied ? "DENY" : "-",
 		.security_policy = c->passthrough ? "unknown" : "mutual_tls",
 	};
 	zt_metrics_conn_series(c->p->m, &lb, &c->ms);
@@ -1063,6 +1065,56 @@ static const struct zt_workload *inbound_source(struct zt_proxy *p, const char *
 	return w;
 }
 
+static void authz_ip(struct zt_authz_ip *out, const struct sockaddr_storage *ss)
+{
+	struct zt_ip ip;
+
+	zt_ip_from_sockaddr(&ip, (const struct sockaddr *)ss);
+	out->len = ip.family == AF_INET ? 4 : 16;
+	memcpy(out->addr, ip.addr, out->len);
+}
+
+/*
+ * Authorize inbound relay @c (source identity and address, destination address) for
+ * destination workload @dst against the current policies; the reason goes to @why. @first:
+ * the connection is new, so deny and dry-run hits are counted.
+ */
+static bool conn_authorize(struct zt_conn *c, const struct zt_workload *dst, bool first, char *why,
+			   size_t len)
+{
+	struct zt_proxy *p = c->p;
+	struct ml_spiffe_id id;
+	bool have_id = c->src_principal[0] &&
+		       ml_spiffe_parse(c->src_principal, strlen(c->src_principal), &id) == 0;
+	struct zt_authz_conn ac = {
+		.src_id = have_id ? &id : NULL,
+		.dst_port = sa_port(&c->dst),
+		.dst_ns = dst->ns,
+		.dst_policies = (const char *const *)dst->authz_policies,
+		.n_dst_policies = dst->nauthz_policies,
+	};
+	const struct zt_authz_snap *s;
+	struct zt_authz_result res;
+	bool allow;
+
+	authz_ip(&ac.src_ip, &c->src);
+	authz_ip(&ac.dst_ip, &c->dst);
+	s = zt_authz_snap_get(p->opts.authz);
+	allow = zt_authz_check(s, &ac, &res);
+	(void)zt_authz_reason(&res, why, len);
+	if (first && !allow)
+		ml_counter_add(ml_series_get(p->m->authz_denied,
+					     (const char *[]){ res.policy ? res.policy : "-" }),
+			       1);
+	for (unsigned i = 0; first && i < res.n_dry_run; i++) {
+		const char *v[] = { res.dry_run[i].policy,
+				    res.dry_run[i].action == ZT_AUTHZ_DENY ? "deny" : "allow" };
+		ml_counter_add(ml_series_get(p->m->authz_dry_run, v), 1);
+	}
+	zt_authz_snap_put(s);
+	return allow;
+}
+
 static void inbound_request(void *ud, int32_t sid, const struct ml_hbone_req *req)
 {
 	struct zt_tunnel *t = ud;
@@ -1118,6 +1170,19 @@ static void inbound_request(void *ud, int32_t sid, const struct ml_hbone_req *re
 	t->nconns++;
 	ml_hbone_set_stream_data(t->h2, sid, c);
 	c->state = C_CONNECTING;
+	char why[256];
+	if (p->opts.authz && !conn_authorize(c, dst, true, why, sizeof(why))) {
+		/* mission-anchors §2.2: 401, no upstream connection */
+		c->denied = true;
+		conn_count_open(c);
+		ml_counter_add(ml_series_get(p->m->hbone_rejects,
+					     (const char *[]){ "AuthorizationPolicyDenied" }),
+			       1);
+		send_response(c, 401);
+		conn_seterr(c, "AuthorizationPolicyDenied: %s", why);
+		conn_finish(c, NULL, true);
+		return;
+	}
 	int ufd = socket(target.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	c->app = ufd >= 0 ? ml_sock_new(p->l, ufd, &app_cbs, c) : NULL;
 	if (!c->app) {
@@ -1236,6 +1301,7 @@ struct zt_proxy *zt_proxy_new(struct ml_loop *l, struct zt_state *st, struct zt_
 	p->st = st;
 	p->m = m;
 	p->opts.pool_idle_ns = opts && opts->pool_idle_ns ? opts->pool_idle_ns : 300ull * 1000000000ull;
+	p->opts.authz = opts ? opts->authz : NULL;
 	if (getrandom(&p->rng, sizeof(p->rng), 0) != sizeof(p->rng) || !p->rng)
 		p->rng = ml_now_ns() | 1;
 	p->out_ln = ml_listener_new(l, st->listen_outbound, true, outbound_accept, p, err, errlen);
@@ -1293,6 +1359,32 @@ struct zt_proxy *zt_proxy_free(struct zt_proxy *p)
 	ml_loop_set_idle(p->l, NULL, NULL);
 	free(p);
 	return NULL;
+}
+
+void zt_proxy_authz_changed(struct zt_proxy *p)
+{
+	char why[256];
+
+	if (!p->opts.authz)
+		return;
+	for (struct zt_conn *c = p->conns, *n; c; c = n) {
+		const struct zt_workload *dst;
+		struct zt_ip ip;
+
+		n = c->next;
+		if (c->outbound || c->state == C_DONE || !c->dst_wl)
+			continue;
+		/* the workload as it is now (its policy list may have changed with it) */
+		zt_ip_from_sockaddr(&ip, (const struct sockaddr *)&c->dst);
+		dst = zt_state_workload_by_ip(p->st, &ip);
+		if (!dst || strcmp(dst->spiffe, c->dst_wl->spiffe) != 0)
+			dst = c->dst_wl;
+		if (conn_authorize(c, dst, false, why, sizeof(why)))
+			continue;
+		/* AuthorizationPolicyLateRejection: reset both sides */
+		conn_seterr(c, "policy change: %s", why);
+		conn_finish(c, NULL, true);
+	}
 }
 
 unsigned zt_proxy_active(const struct zt_proxy *p)

@@ -15,9 +15,12 @@
 #include "zmetrics.h"
 
 struct zt_proxy;
+struct zt_authz;
 
 struct zt_proxy_opts {
 	uint64_t pool_idle_ns; /* release idle client tunnels after this long; default 5 min */
+	/* inbound HBONE requests are authorized against it (401 on deny); NULL: allow all */
+	struct zt_authz *authz;
 };
 
 struct zt_proxy *zt_proxy_new(struct ml_loop *l, struct zt_state *st, struct zt_metrics *m,
@@ -29,6 +32,9 @@ struct zt_proxy *zt_proxy_free(struct zt_proxy *p);
 /* Stop accepting and ask every tunnel to finish (GOAWAY). */
 void zt_proxy_drain(struct zt_proxy *p);
 unsigned zt_proxy_active(const struct zt_proxy *p);
+/* The policies (or workloads) changed: re-check every open inbound relay and reset those
+ * now denied (logged with "policy change: <reason>"). */
+void zt_proxy_authz_changed(struct zt_proxy *p);
 /* "connections" and "tunnels" arrays for /config_dump. */
 void zt_proxy_dump(const struct zt_proxy *p, struct ml_json *j);
 

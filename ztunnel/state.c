@@ -50,6 +50,9 @@ struct zt_workload *zt_workload_unref(const struct zt_workload *cw)
 	free(w->workload_type);
 	free(w->canonical_name);
 	free(w->canonical_revision);
+	for (unsigned i = 0; i < w->nauthz_policies; i++)
+		free(w->authz_policies[i]);
+	free(w->authz_policies);
 	free(w);
 	return NULL;
 }

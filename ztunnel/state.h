@@ -24,6 +24,7 @@ struct zt_ip {
 };
 
 #define ZT_MAX_ADDRS 4
+#define ZT_MAX_WORKLOAD_POLICIES 1024
 
 struct zt_workload {
 	unsigned refs; /* the state and every relay using it hold one */
@@ -32,6 +33,9 @@ struct zt_workload {
 	struct zt_ip addrs[ZT_MAX_ADDRS];
 	unsigned naddrs;
 	enum zt_tunnel_proto tunnel;
+	/* Workload.authorization_policies: the selector policies that apply, "ns/name" */
+	char **authz_policies;
+	unsigned nauthz_policies;
 	struct ml_spiffe_id identity;
 	char spiffe[ML_SPIFFE_MAX + 1]; /* spiffe://td/ns/<ns>/sa/<sa> */
 };

@@ -83,6 +83,31 @@ static int convert(const Istio__Workload__Workload *pw, struct zt_workload **ret
 			 &w->service_account)) < 0 ||
 	    (r = dup_opt(workload_type_name(pw->workload_type), &w->workload_type)) < 0)
 		goto out;
+	if (pw->n_authorization_policies > ZT_MAX_WORKLOAD_POLICIES) {
+		r = fail(err, errlen, "workload %s: %zu authorization_policies, at most %d",
+			 pw->uid, pw->n_authorization_policies, ZT_MAX_WORKLOAD_POLICIES);
+		goto out;
+	}
+	if (pw->n_authorization_policies) {
+		w->authz_policies = calloc(pw->n_authorization_policies, sizeof(char *));
+		if (!w->authz_policies) {
+			r = -ENOMEM;
+			goto out;
+		}
+	}
+	for (size_t i = 0; i < pw->n_authorization_policies; i++) {
+		r = dup_opt(pw->authorization_policies[i], &w->authz_policies[w->nauthz_policies]);
+		if (r < 0) {
+			r = r == -ENOMEM
+				    ? r
+				    : fail(err, errlen,
+					   "workload %s: authorization_policies[%zu] is too long",
+					   pw->uid, i);
+			goto out;
+		}
+		if (w->authz_policies[w->nauthz_policies])
+			w->nauthz_policies++; /* an empty name names nothing */
+	}
 	switch (pw->tunnel_protocol) {
 	case ISTIO__WORKLOAD__TUNNEL_PROTOCOL__HBONE:
 		w->tunnel = ZT_TUNNEL_HBONE;

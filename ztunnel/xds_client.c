@@ -6,6 +6,7 @@
 #include <openssl/mem.h>
 
 #include "authorization.pb-c.h"
+#include "authz_decode.h"
 #include "common.h"
 #include "discovery.pb-c.h"
 #include "log.h"
@@ -774,7 +775,8 @@ err_unref:
 	return ret;
 }
 
-/* Kept raw until authz.h compiles them (a later issue); only checked to parse. */
+/* Kept raw and checked to parse; the on_update callback compiles the whole set
+ * (authz_decode.h). The name must be "ns/name": it is the policy's key and scope. */
 static int apply_authz(struct zt_xds *x,
 		       const Envoy__Service__Discovery__V3__DeltaDiscoveryResponse *r,
 		       struct nack *nk)
@@ -798,6 +800,10 @@ static int apply_authz(struct zt_xds *x,
 		if (!resource_ok(res, type_urls[T_AUTHZ], &x->t[T_AUTHZ].known, &nnew,
 				 AUTHZ_MAX_RESOURCE, nk))
 			continue;
+		if (!zt_authz_key_valid(res->name)) {
+			nack_add(nk, res->name, "resource name is not namespace/name");
+			continue;
+		}
 		a = istio__security__authorization__unpack(NULL, res->resource->value.len,
 							   res->resource->value.data);
 		if (!a) {

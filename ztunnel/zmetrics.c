@@ -34,6 +34,8 @@ int zt_metrics_init(struct zt_metrics *m)
 	static const char *const build_labels[] = { "component", "tag" };
 	static const char *const dir_labels[] = { "direction" };
 	static const char *const reason_labels[] = { "reason" };
+	static const char *const policy_labels[] = { "policy" };
+	static const char *const dry_labels[] = { "policy", "verdict" };
 	*m = (struct zt_metrics){ 0 };
 	m->reg = ml_metrics_new();
 	if (!m->reg)
@@ -65,8 +67,15 @@ int zt_metrics_init(struct zt_metrics *m)
 	m->hbone_rejects = ml_family_new(m->reg, "meshlite_ztunnel_hbone_rejected_total",
 					 "HBONE CONNECT requests answered with an error status",
 					 ML_COUNTER, reason_labels, 1, NULL, 0);
+	m->authz_denied = ml_family_new(m->reg, "meshlite_ztunnel_authz_denied_total",
+					"Inbound connections denied by an authorization policy",
+					ML_COUNTER, policy_labels, 1, NULL, 0);
+	m->authz_dry_run = ml_family_new(m->reg, "meshlite_ztunnel_authz_dry_run_total",
+					 "Dry-run authorization policies that matched a connection",
+					 ML_COUNTER, dry_labels, 2, NULL, 0);
 	if (!m->opened || !m->closed || !m->received || !m->sent || !m->build || !m->active ||
-	    !m->tunnels || !m->tls_failures || !m->hbone_rejects) {
+	    !m->tunnels || !m->tls_failures || !m->hbone_rejects || !m->authz_denied ||
+	    !m->authz_dry_run) {
 		zt_metrics_fini(m);
 		return -ENOMEM;
 	}

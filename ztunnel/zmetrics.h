@@ -12,6 +12,7 @@ struct zt_metrics {
 	struct ml_metrics *reg;
 	struct ml_family *opened, *closed, *sent, *received;
 	struct ml_family *build, *active, *tunnels, *tls_failures, *hbone_rejects;
+	struct ml_family *authz_denied, *authz_dry_run; /* {policy}, {policy, verdict} */
 	struct ml_series *active_in, *active_out, *tunnels_client, *tunnels_server;
 };
 

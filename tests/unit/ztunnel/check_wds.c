@@ -35,6 +35,9 @@ START_TEST(test_workload)
 	w.workload_name = "client";
 	w.canonical_name = "client";
 	w.canonical_revision = "v1";
+	char *pols[] = { "demo/allow-client", "", "istio-system/global" };
+	w.n_authorization_policies = 3;
+	w.authorization_policies = pols;
 	size_t n = pack_workload(&w);
 	struct zt_workload *out = NULL;
 	char err[256] = "";
@@ -49,7 +52,11 @@ START_TEST(test_workload)
 	ck_assert_str_eq(out->workload_type, "deployment");
 	ck_assert_str_eq(out->canonical_revision, "v1");
 	ck_assert_ptr_null(out->cluster_id); /* unset stays unset */
+	ck_assert_uint_eq(out->nauthz_policies, 2); /* an empty name names nothing */
+	ck_assert_str_eq(out->authz_policies[0], "demo/allow-client");
+	ck_assert_str_eq(out->authz_policies[1], "istio-system/global");
 	zt_workload_unref(out);
+	w.n_authorization_policies = 0;
 
 	/* Istio defaults: empty service account = default; LEGACY_ISTIO_MTLS is never sent */
 	w.service_account = "";
@@ -92,7 +99,17 @@ START_TEST(test_bad)
 	ck_assert_int_eq(zt_wds_decode(buf, n, &out, err, sizeof(err)), -EINVAL);
 	ck_assert_msg(strstr(err, "uid") != NULL, "%s", err);
 
+	char longname[1100], *lp[1] = { longname };
+	memset(longname, 'a', sizeof(longname) - 1);
+	longname[sizeof(longname) - 1] = '\0';
 	w.uid = "u";
+	w.n_authorization_policies = 1;
+	w.authorization_policies = lp;
+	n = pack_workload(&w);
+	ck_assert_int_eq(zt_wds_decode(buf, n, &out, err, sizeof(err)), -EINVAL);
+	ck_assert_msg(strstr(err, "authorization_policies[0]") != NULL, "%s", err);
+	w.n_authorization_policies = 0;
+
 	w.namespace_ = "Bad NS";
 	n = pack_workload(&w);
 	ck_assert_int_eq(zt_wds_decode(buf, n, &out, err, sizeof(err)), -EINVAL);
