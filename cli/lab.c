@@ -18,10 +18,13 @@ static void usage(FILE *f)
 		"pods are wired by a real CNI chain, each node runs a ztunnel.\n"
 		"\n"
 		"Commands:\n"
-		"  up [--nodes N] [--name NAME] [--ztunnel PATH] DIR   build the lab from YAML\n"
-		"  status [--json] [--name NAME]                     show nodes, pods, processes\n"
-		"  exec [--name NAME] NS/POD -- CMD...                run CMD in a pod\n"
-		"  down [--name NAME]                                remove everything up made\n"
+		"  up [--nodes N] [--name NAME] [--control-plane static|istiod] DIR\n"
+		"                                      build the lab from YAML\n"
+		"  status [--json] [--name NAME]       show control plane, nodes, pods, processes\n"
+		"  exec [--name NAME] NS/POD -- CMD... run CMD in a pod\n"
+		"  apply [--name NAME] -f FILE         create or change objects (istiod labs)\n"
+		"  delete [--name NAME] -f FILE        delete objects (istiod labs)\n"
+		"  down [--name NAME]                  remove everything up made\n"
 		"\n"
 		"Run 'meshlite lab COMMAND --help' for a command's options.\n");
 }
@@ -36,6 +39,8 @@ int cli_lab_main(int argc, char **argv)
 		{"down", cli_lab_down},
 		{"status", cli_lab_status},
 		{"exec", cli_lab_exec},
+		{"apply", cli_lab_apply},
+		{"delete", cli_lab_delete},
 	};
 
 	if (argc < 2) {

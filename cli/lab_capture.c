@@ -6,8 +6,11 @@
  */
 #include "lab-internal.h"
 
+#include <bpf/libbpf.h>
 #include <errno.h>
 #include <net/if.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "capture.h"
@@ -33,11 +36,31 @@ static int ifindex_of(const char *ifname)
 	return (int)idx;
 }
 
+/*
+ * libbpf's warnings go to stderr (a failed load's verifier log is worth seeing), except the
+ * kernel's "Exclusivity flag on" for a clsact qdisc that exists already: the loader creates
+ * the hook exclusively and takes -EEXIST as success, which is the normal case when a pod
+ * joins the mesh a second time.
+ */
+__attribute__((format(printf, 2, 0))) static int libbpf_print(enum libbpf_print_level level,
+							      const char *fmt, va_list ap)
+{
+	char line[1024];
+
+	if (level != LIBBPF_WARN)
+		return 0;
+	vsnprintf(line, sizeof(line), fmt, ap);
+	if (strstr(line, "Exclusivity flag on"))
+		return 0;
+	return fputs(line, stderr);
+}
+
 static int attach_fn(void *p)
 {
 	const struct cap_arg *a = p;
 	int idx, r;
 
+	(void)libbpf_set_print(libbpf_print);
 	if (a->kind == EBPF_CAPTURE_NODE) {
 		r = ebpf_capture_routing_setup();
 		if (r < 0) {

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 /*
- * `meshlite lab down`: undo what state.json records, in reverse order of creation: processes,
- * CNI (DEL with the saved result, as a runtime does), capture, namespaces, files. Every step
- * tolerates things that are already gone, so it works on a half-built lab and a second run
- * is a no-op.
+ * `meshlite lab down`: undo what state.json records, in reverse order of creation: processes
+ * (istiod-lite included), CNI (DEL with the saved result, as a runtime does), capture,
+ * namespaces, files. Every step tolerates things that are already gone, so it works on a
+ * half-built lab and a second run is a no-op.
  */
 #include "lab-internal.h"
 
@@ -18,7 +18,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "cni_exec.h"
 #include "common.h"
 #include "netns.h"
 #include "proc.h"
@@ -59,6 +58,7 @@ static int stop_processes(struct cli_lab *lab, bool quiet)
 	json_t *it, *c;
 	int r;
 
+	max += 1; /* the control plane */
 	json_array_foreach(pods, i, it)
 		max += json_array_size(json_object_get(it, "containers"));
 	rs.v = calloc(max + 1, sizeof(*rs.v));
@@ -68,7 +68,8 @@ static int stop_processes(struct cli_lab *lab, bool quiet)
 		free(rs.what);
 		return -ENOMEM;
 	}
-	/* Containers first, then the ztunnels they talk through (one batch, one deadline). */
+	/* Containers first, then the ztunnels they talk through, then istiod-lite (one batch,
+	 * one deadline). */
 	json_array_foreach(pods, i, it) {
 		json_array_foreach(json_object_get(it, "containers"), j, c)
 			add_ref(&rs, c, "pod %s/%s container %s", cli_js(it, "namespace"),
@@ -76,6 +77,7 @@ static int stop_processes(struct cli_lab *lab, bool quiet)
 	}
 	json_array_foreach(nodes, i, it)
 		add_ref(&rs, json_object_get(it, "ztunnel"), "ztunnel on %s", cli_js(it, "name"));
+	add_ref(&rs, cli_lab_cp(lab), "istiod-lite");
 	if (rs.n && !quiet)
 		cli_info("stopping %zu process(es)", rs.n);
 	r = cli_proc_stop(rs.v, rs.n, CLI_LAB_STOP_TIMEOUT_MS);
@@ -143,31 +145,8 @@ static void cni_del(struct cli_lab *lab, bool quiet)
 	json_t *pod;
 	size_t i;
 
-	json_array_foreach(json_object_get(lab->state, "pods"), i, pod) {
-		json_t *node = cli_lab_node(lab, cli_js(pod, "node"));
-		char netns[512], args[1024], err[2048];
-		struct cli_cni_rt rt;
-		int r;
-
-		if (!json_object_get(pod, "cni"))
-			continue;
-		/* The plugins run in the node; without it there is nothing left to release. */
-		if (!node || !cli_netns_exists(cli_js(node, "netns"))) {
-			json_object_del(pod, "cni");
-			continue;
-		}
-		cli_lab_cni_rt(pod, node, netns, sizeof(netns), args, sizeof(args), &rt);
-		r = cli_cni_del(json_object_get(node, "cni_conflist"), &rt,
-				json_object_get(pod, "cni_result"), err, sizeof(err));
-		if (r < 0)
-			cli_warn("pod %s/%s: %s (continuing: its namespaces are removed next)",
-				 cli_js(pod, "namespace"), cli_js(pod, "name"), err);
-		else if (!quiet)
-			cli_info("released pod %s/%s (CNI DEL)", cli_js(pod, "namespace"),
-				 cli_js(pod, "name"));
-		json_object_del(pod, "cni");
-		(void)cli_lab_save(lab);
-	}
+	json_array_foreach(json_object_get(lab->state, "pods"), i, pod)
+		cli_lab_pod_cni_del(lab, pod, quiet);
 }
 
 static void detach_capture(struct cli_lab *lab)
@@ -228,7 +207,7 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
  * directory the user named. */
 static int remove_files(struct cli_lab *lab)
 {
-	static const char *const subdirs[] = {"ipam", "pki", "pods"};
+	static const char *const subdirs[] = {"ipam", "pki", "pods", "store", "istiod"};
 	static const char *const files[] = {"state.json", "state.json.tmp"};
 	char path[PATH_MAX];
 	json_t *node;
@@ -287,9 +266,9 @@ static void usage(FILE *f)
 	fprintf(f,
 		"Usage: meshlite lab down [--name NAME] [--state-dir DIR]\n"
 		"\n"
-		"Stop the lab's processes, release its pods through CNI DEL, remove its network\n"
-		"namespaces and its state directory. Safe on a half-built lab; a second run is a\n"
-		"no-op.\n"
+		"Stop the lab's processes (containers, ztunnels, istiod-lite), release its pods\n"
+		"through CNI DEL, remove its network namespaces and its state directory. Safe on\n"
+		"a half-built lab; a second run is a no-op.\n"
 		"\n"
 		"      --name NAME      lab name (default \"lab\")\n"
 		"      --state-dir DIR  as given to lab up (default /run/meshlite/NAME)\n"

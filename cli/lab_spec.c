@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 /*
- * The lab's input: Kubernetes objects from a directory. Everything is checked before `up`
- * creates anything, and a problem is reported with the file and the object it is in.
+ * The lab's input: Kubernetes objects from a directory or a file (`up`, `apply`, `delete`).
+ * Everything is checked before anything is created, and a problem is reported with the file
+ * and the object it is in.
  */
 #include "lab-internal.h"
 
@@ -18,14 +19,18 @@
 #include "kobj.h"
 #include "util.h"
 
-#define DATAPLANE_MODE_LABEL "istio.io/dataplane-mode"
-
 /* What the objects of all files say, collected before pods are validated: a Pod may come
  * before its Namespace or ServiceAccount in file order. */
-struct spec {
-	json_t *namespaces; /* name -> labels object */
-	json_t *sas;	    /* "ns/name" -> true */
-	json_t *pods;	    /* [{ "file", "obj" }] in file order */
+struct cli_lab_spec {
+	unsigned nodes;
+	unsigned flags;
+	json_t *namespaces; /* name -> labels object, known and read */
+	json_t *sas;	    /* "ns/name" -> true, known and read */
+	json_t *known;	    /* "Kind/ns/name" -> object that exists already */
+	json_t *seen;	    /* "Kind/ns/name" -> file, read (duplicates) */
+	json_t *pods;	    /* [{ "file", "obj" }] read, in file order */
+	json_t *objects;    /* non-Pod objects read, in file order */
+	json_t *files;	    /* object -> its file, for messages: [[obj, file]] */
 };
 
 static int fail(const char *file, const json_t *obj, const char *fmt, ...)
@@ -284,15 +289,22 @@ static bool implicit_namespace(const char *ns)
 	       streq(ns, "kube-node-lease");
 }
 
-static int pod_object(const struct spec *sp, const char *file, const json_t *pod, unsigned nodes,
+bool cli_lab_enrolled(const json_t *pod_labels, const json_t *ns_labels)
+{
+	const char *pod_mode = cli_js(pod_labels, CLI_LAB_DATAPLANE_MODE_LABEL);
+	const char *ns_mode = cli_js(ns_labels, CLI_LAB_DATAPLANE_MODE_LABEL);
+
+	return !(pod_mode && streq(pod_mode, "none")) &&
+	       ((ns_mode && streq(ns_mode, "ambient")) || (pod_mode && streq(pod_mode, "ambient")));
+}
+
+static int pod_object(const struct cli_lab_spec *sp, const char *file, const json_t *pod,
 		      unsigned *rr, json_t **ret)
 {
 	const char *name = ml_kobj_str(pod, "metadata.name");
 	const char *ns = ml_kobj_str(pod, "metadata.namespace");
 	const char *uid = ml_kobj_str(pod, "metadata.uid");
 	const char *sa = ml_kobj_str(pod, "spec.serviceAccountName");
-	const char *pod_mode = ml_kobj_label(pod, DATAPLANE_MODE_LABEL);
-	const char *ns_mode = NULL;
 	json_t *labels, *ctrs, *o;
 	char node[32], sakey[600], gen_uid[37];
 	bool enrolled;
@@ -320,7 +332,7 @@ static int pod_object(const struct spec *sp, const char *file, const json_t *pod
 	r = check_labels(file, pod);
 	if (r < 0)
 		return r;
-	r = place(file, pod, nodes, rr, node);
+	r = place(file, pod, sp->nodes, rr, node);
 	if (r < 0)
 		return r;
 	if (!uid) {
@@ -328,13 +340,9 @@ static int pod_object(const struct spec *sp, const char *file, const json_t *pod
 			return fail(file, pod, "cannot generate a UID: getrandom failed");
 		uid = gen_uid;
 	}
-	if (json_object_get(sp->namespaces, ns))
-		ns_mode = json_string_value(
-			json_object_get(json_object_get(sp->namespaces, ns), DATAPLANE_MODE_LABEL));
-	/* Istio: namespace or pod opt in with "ambient"; a pod opts out with "none". */
-	enrolled = !(pod_mode && streq(pod_mode, "none")) &&
-		   ((ns_mode && streq(ns_mode, "ambient")) ||
-		    (pod_mode && streq(pod_mode, "ambient")));
+	labels = ml_kobj_get(pod, "metadata.labels");
+	enrolled = cli_lab_enrolled(json_is_object(labels) ? labels : NULL,
+				    json_object_get(sp->namespaces, ns));
 	ctrs = json_array();
 	if (!ctrs)
 		return -ENOMEM;
@@ -343,32 +351,75 @@ static int pod_object(const struct spec *sp, const char *file, const json_t *pod
 		json_decref(ctrs);
 		return r;
 	}
+	/* Copies: the state's labels change on `apply`, the manifest must not. */
 	labels = ml_kobj_get(pod, "metadata.labels");
-	labels = json_is_object(labels) ? json_incref(labels) : json_object();
-	o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:b, s:o, s:o, s:s}", "namespace", ns, "name",
+	labels = json_is_object(labels) ? json_deep_copy(labels) : json_object();
+	o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:b, s:o, s:o, s:s, s:o}", "namespace", ns, "name",
 		      name, "uid", uid, "service_account", sa, "node", node, "enrolled", enrolled,
-		      "labels", labels, "containers", ctrs, "source", file);
+		      "labels", labels, "containers", ctrs, "source", file, "manifest",
+		      json_deep_copy(pod));
 	if (!o)
 		return -ENOMEM;
 	*ret = o;
 	return 0;
 }
 
-static int add_named(const char *file, const json_t *obj, json_t *set, const char *key,
-		     json_t *value)
+static void key_of(char *buf, size_t len, const char *kind, const char *ns, const char *name)
 {
-	if (json_object_get(set, key)) {
-		json_decref(value);
-		return fail(file, obj, "defined twice");
-	}
-	return json_object_set_new(set, key, value) < 0 ? -ENOMEM : 0;
+	snprintf(buf, len, "%s/%s/%s", kind, ns ? ns : "", name);
 }
 
-static int collect(struct spec *sp, const char *file, json_t *obj, size_t idx)
+/* Kind and apiVersion as istiod-lite's store reads them (CLI_LAB_SPEC_STORE). */
+static int check_store_kind(const struct cli_lab_spec *sp, const char *file, const json_t *obj,
+			    const struct cli_lab_kind **ret)
+{
+	const char *kind = ml_kobj_str(obj, "kind"), *api = ml_kobj_str(obj, "apiVersion");
+	const struct cli_lab_kind *k = cli_lab_kind(kind);
+
+	*ret = k;
+	if (!k) {
+		if (!(sp->flags & CLI_LAB_SPEC_STRICT))
+			return 0;
+		return fail(file, obj,
+			    "kind %s is not one the lab's control plane reads (Namespace, "
+			    "ServiceAccount, Pod, Service, EndpointSlice, AuthorizationPolicy, "
+			    "PeerAuthentication, Gateway, HTTPRoute)",
+			    kind);
+	}
+	if (!api)
+		return fail(file, obj, "apiVersion is missing");
+	if (!cli_lab_kind_api_ok(k, api))
+		return fail(file, obj, "apiVersion %s is not served for kind %s (use %s)", api,
+			    kind, k->api[0]);
+	return 0;
+}
+
+/* Record @obj (read, not known) under @key; a second definition in the input is an error. */
+static int add_read(struct cli_lab_spec *sp, const char *file, const json_t *obj, const char *key,
+		    json_t *copy)
+{
+	if (json_object_get(sp->seen, key)) {
+		json_decref(copy);
+		return fail(file, obj, "defined twice (also in %s)",
+			    cli_js(sp->seen, key) ? cli_js(sp->seen, key) : "the input");
+	}
+	if (json_object_set_new(sp->seen, key, json_string(file)) < 0)
+		return -ENOMEM;
+	if (!copy)
+		return 0;
+	if (json_array_append_new(sp->files, json_pack("[O, s]", copy, file)) < 0 ||
+	    json_array_append_new(sp->objects, copy) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
+static int collect(struct cli_lab_spec *sp, const char *file, json_t *obj, size_t idx, bool known)
 {
 	const char *kind = ml_kobj_str(obj, "kind"), *name = ml_kobj_str(obj, "metadata.name");
 	const char *ns = ml_kobj_str(obj, "metadata.namespace");
-	char key[600];
+	const struct cli_lab_kind *k = NULL;
+	char key[800];
+	json_t *copy;
 	int r;
 
 	if (!json_is_object(obj)) {
@@ -383,30 +434,69 @@ static int collect(struct spec *sp, const char *file, json_t *obj, size_t idx)
 		cli_err("%s: %s (document %zu) has no metadata.name", file, kind, idx + 1);
 		return -EINVAL;
 	}
+	if (sp->flags & CLI_LAB_SPEC_STORE) {
+		r = check_store_kind(sp, file, obj, &k);
+		if (r < 0)
+			return r;
+	} else if (!streq(kind, "Namespace") && !streq(kind, "ServiceAccount") &&
+		   !streq(kind, "Pod")) {
+		cli_info("%s: ignoring kind %s name %s", file, kind, name);
+		return 0;
+	}
+	if (!k && !cli_lab_kind(kind)) {
+		cli_info("%s: ignoring kind %s name %s (the control plane does not read it)", file,
+			 kind, name);
+		return 0;
+	}
+	k = cli_lab_kind(kind);
+	if (!k->namespaced)
+		ns = NULL;
+	else if (!ns)
+		ns = "default";
+	if (k->name_is_label ? !dns_label(name) : !dns_subdomain(name))
+		return fail(file, obj, "metadata.name must be a DNS-1123 %s",
+			    k->name_is_label ? "label" : "subdomain");
+	if (ns && !dns_label(ns))
+		return fail(file, obj, "metadata.namespace must be a DNS-1123 label");
+	r = check_labels(file, obj);
+	if (r < 0)
+		return r;
+	key_of(key, sizeof(key), kind, ns, name);
+	if (known) {
+		if (json_object_set(sp->known, key, obj) < 0)
+			return -ENOMEM;
+	}
 	if (streq(kind, "Namespace")) {
 		json_t *labels = ml_kobj_get(obj, "metadata.labels");
 
-		if (!dns_label(name))
-			return fail(file, obj, "metadata.name must be a DNS-1123 label");
-		r = check_labels(file, obj);
-		if (r < 0)
-			return r;
-		return add_named(file, obj, sp->namespaces, name,
-				 json_is_object(labels) ? json_incref(labels) : json_object());
+		/* What is read replaces what is known: `apply` changing a namespace's labels. */
+		if (json_object_set_new(sp->namespaces, name,
+					json_is_object(labels) ? json_deep_copy(labels)
+							       : json_object()) < 0)
+			return -ENOMEM;
+	} else if (streq(kind, "ServiceAccount")) {
+		char sakey[600];
+
+		snprintf(sakey, sizeof(sakey), "%s/%s", ns, name);
+		if (json_object_set_new(sp->sas, sakey, json_true()) < 0)
+			return -ENOMEM;
 	}
-	if (streq(kind, "ServiceAccount")) {
-		if (!dns_subdomain(name))
-			return fail(file, obj, "metadata.name must be a DNS-1123 subdomain");
-		snprintf(key, sizeof(key), "%s/%s", ns ? ns : "default", name);
-		return add_named(file, obj, sp->sas, key, json_true());
+	if (known)
+		return 0;
+	if (streq(kind, "Pod")) {
+		r = add_read(sp, file, obj, key, NULL);
+		if (r == 0 && json_array_append_new(sp->pods, json_pack("{s:s, s:O}", "file", file,
+									"obj", obj)) < 0)
+			r = -ENOMEM;
+		return r;
 	}
-	if (streq(kind, "Pod"))
-		return json_array_append_new(sp->pods,
-					     json_pack("{s:s, s:O}", "file", file, "obj", obj)) < 0
-			       ? -ENOMEM
-			       : 0;
-	cli_info("%s: ignoring kind %s name %s", file, kind, name);
-	return 0;
+	copy = json_deep_copy(obj);
+	if (!copy || (ns && json_object_set_new(json_object_get(copy, "metadata"), "namespace",
+						json_string(ns)) < 0)) {
+		json_decref(copy);
+		return -ENOMEM;
+	}
+	return add_read(sp, file, obj, key, copy);
 }
 
 static int yaml_file(const struct dirent *de)
@@ -417,7 +507,28 @@ static int yaml_file(const struct dirent *de)
 	       (streq(dot, ".yaml") || streq(dot, ".yml") || streq(dot, ".json"));
 }
 
-static int load_dir(struct spec *sp, const char *dir)
+static int load_file(struct cli_lab_spec *sp, const char *path, bool known)
+{
+	json_t *docs, *obj;
+	char err[512];
+	size_t j;
+	int r = 0;
+
+	docs = ml_kobj_load_file(path, err, sizeof(err));
+	if (!docs) {
+		cli_err("%s", err[0] ? err : path);
+		return -EINVAL;
+	}
+	json_array_foreach(docs, j, obj) {
+		r = collect(sp, path, obj, j, known);
+		if (r < 0)
+			break;
+	}
+	json_decref(docs);
+	return r;
+}
+
+static int load_dir(struct cli_lab_spec *sp, const char *dir, bool known)
 {
 	struct dirent **names = NULL;
 	int n, r = 0, files = 0;
@@ -429,66 +540,199 @@ static int load_dir(struct spec *sp, const char *dir)
 		return r;
 	}
 	for (int i = 0; i < n; i++) {
-		char path[PATH_MAX], err[512];
+		char path[PATH_MAX];
 		struct stat st;
-		json_t *docs, *obj;
-		size_t j;
 
 		if (r == 0 && cli_fmt(path, sizeof(path), "%s/%s", dir, names[i]->d_name) < 0)
 			r = -ENAMETOOLONG;
-		if (r == 0 && (stat(path, &st) < 0 || !S_ISREG(st.st_mode)))
-			goto next;
-		if (r < 0)
-			goto next;
-		docs = ml_kobj_load_file(path, err, sizeof(err));
-		if (!docs) {
-			cli_err("%s", err[0] ? err : path);
-			r = -EINVAL;
-			goto next;
+		if (r == 0 && stat(path, &st) == 0 && S_ISREG(st.st_mode)) {
+			r = load_file(sp, path, known);
+			files++;
 		}
-		files++;
-		json_array_foreach(docs, j, obj) {
-			r = collect(sp, path, obj, j);
-			if (r < 0)
-				break;
-		}
-		json_decref(docs);
-	next:
 		free(names[i]);
 	}
 	free(names);
-	if (r == 0 && files == 0) {
+	if (r == 0 && files == 0 && !known) {
 		cli_err("%s holds no *.yaml, *.yml or *.json files", dir);
 		r = -ENOENT;
 	}
 	return r;
 }
 
-int cli_lab_spec_load(const char *dir, unsigned nodes, json_t **ret_pods)
+struct cli_lab_spec *cli_lab_spec_new(unsigned nodes, unsigned flags)
 {
-	struct spec sp = {
+	struct cli_lab_spec *sp = calloc(1, sizeof(*sp));
+
+	if (!sp)
+		return NULL;
+	*sp = (struct cli_lab_spec){
+		.nodes = nodes,
+		.flags = flags,
 		.namespaces = json_object(),
 		.sas = json_object(),
+		.known = json_object(),
+		.seen = json_object(),
 		.pods = json_array(),
+		.objects = json_array(),
+		.files = json_array(),
 	};
-	json_t *out = json_array(), *seen = json_object(), *it;
-	unsigned rr = 0;
-	size_t i;
+	if (!sp->namespaces || !sp->sas || !sp->known || !sp->seen || !sp->pods || !sp->objects ||
+	    !sp->files)
+		return cli_lab_spec_free(sp);
+	return sp;
+}
+
+struct cli_lab_spec *cli_lab_spec_free(struct cli_lab_spec *sp)
+{
+	if (!sp)
+		return NULL;
+	json_decref(sp->namespaces);
+	json_decref(sp->sas);
+	json_decref(sp->known);
+	json_decref(sp->seen);
+	json_decref(sp->pods);
+	json_decref(sp->objects);
+	json_decref(sp->files);
+	free(sp);
+	return NULL;
+}
+
+int cli_lab_spec_read(struct cli_lab_spec *sp, const char *path, bool known)
+{
+	struct stat st;
 	int r;
 
-	if (!sp.namespaces || !sp.sas || !sp.pods || !out || !seen) {
+	if (stat(path, &st) < 0) {
+		r = -errno;
+		cli_err("cannot read %s: %s", path, strerror(errno));
+		return r;
+	}
+	r = S_ISDIR(st.st_mode) ? load_dir(sp, path, known) : load_file(sp, path, known);
+	if (r == -ENOMEM)
+		cli_err("out of memory reading %s", path);
+	return r;
+}
+
+json_t *cli_lab_spec_pods_read(const struct cli_lab_spec *sp)
+{
+	return sp->pods;
+}
+
+json_t *cli_lab_spec_objects(const struct cli_lab_spec *sp)
+{
+	return sp->objects;
+}
+
+json_t *cli_lab_spec_ns_labels(const struct cli_lab_spec *sp, const char *ns)
+{
+	return json_object_get(sp->namespaces, ns);
+}
+
+json_t *cli_lab_spec_known(const struct cli_lab_spec *sp, const char *kind, const char *ns,
+			   const char *name)
+{
+	char key[800];
+
+	key_of(key, sizeof(key), kind, ns, name);
+	return json_object_get(sp->known, key);
+}
+
+static const char *file_of(const struct cli_lab_spec *sp, const json_t *obj)
+{
+	json_t *it;
+	size_t i;
+
+	json_array_foreach(sp->files, i, it) {
+		if (json_array_get(it, 0) == obj)
+			return json_string_value(json_array_get(it, 1));
+	}
+	return "?";
+}
+
+/* Something the API server has without being asked, unless it exists already. */
+static int add_implicit(struct cli_lab_spec *sp, const char *kind, const char *ns, const char *name)
+{
+	char key[800];
+	json_t *o;
+
+	key_of(key, sizeof(key), kind, ns, name);
+	if (json_object_get(sp->known, key) || json_object_get(sp->seen, key))
+		return 0;
+	o = ns ? json_pack("{s:s, s:s, s:{s:s, s:s}}", "apiVersion", "v1", "kind", kind, "metadata",
+			   "name", name, "namespace", ns)
+	       : json_pack("{s:s, s:s, s:{s:s}}", "apiVersion", "v1", "kind", kind, "metadata",
+			   "name", name);
+	if (!o || json_object_set_new(sp->seen, key, json_string("(implicit)")) < 0 ||
+	    json_array_append_new(sp->objects, o) < 0)
+		return -ENOMEM;
+	if (streq(kind, "Namespace"))
+		return json_object_set_new(sp->namespaces, name, json_object()) < 0 ? -ENOMEM : 0;
+	return 0;
+}
+
+/* Store mode: every namespaced object read needs its namespace; the ones every cluster
+ * has are added, and each new namespace gets its "default" ServiceAccount. */
+static int resolve_namespaces(struct cli_lab_spec *sp)
+{
+	json_t *it, *used = json_object();
+	const char *ns;
+	size_t i;
+	int r = used ? 0 : -ENOMEM;
+
+	json_array_foreach(sp->objects, i, it) {
+		ns = ml_kobj_str(it, "metadata.namespace");
+		if (r < 0 || !ns || json_object_get(sp->namespaces, ns))
+			continue;
+		if (!implicit_namespace(ns)) {
+			r = fail(file_of(sp, it), it,
+				 "namespace %s is not defined (add a Namespace object)", ns);
+			continue;
+		}
+		r = json_object_set_new(used, ns, json_true()) < 0 ? -ENOMEM : 0;
+	}
+	json_array_foreach(sp->pods, i, it) {
+		ns = ml_kobj_str(json_object_get(it, "obj"), "metadata.namespace");
+		if (!ns)
+			ns = "default";
+		if (r == 0 && !json_object_get(sp->namespaces, ns) && implicit_namespace(ns))
+			r = json_object_set_new(used, ns, json_true()) < 0 ? -ENOMEM : 0;
+	}
+	json_object_foreach(used, ns, it) {
+		if (r == 0)
+			r = add_implicit(sp, "Namespace", NULL, ns);
+	}
+	json_decref(used);
+	/* Kubernetes' service account controller: "default" in every namespace. */
+	for (i = 0; r == 0 && i < json_array_size(sp->objects); i++) {
+		it = json_array_get(sp->objects, i);
+		if (streq(ml_kobj_str(it, "kind"), "Namespace"))
+			r = add_implicit(sp, "ServiceAccount", ml_kobj_str(it, "metadata.name"),
+					 "default");
+	}
+	return r;
+}
+
+int cli_lab_spec_resolve(struct cli_lab_spec *sp, unsigned rr, json_t **ret_pods)
+{
+	json_t *out = json_array(), *seen = json_object(), *it;
+	size_t i;
+	int r = 0;
+
+	if (!out || !seen) {
 		r = -ENOMEM;
 		goto out;
 	}
-	r = load_dir(&sp, dir);
-	if (r < 0)
-		goto out;
-	json_array_foreach(sp.pods, i, it) {
+	if (sp->flags & CLI_LAB_SPEC_STORE) {
+		r = resolve_namespaces(sp);
+		if (r < 0)
+			goto out;
+	}
+	json_array_foreach(sp->pods, i, it) {
 		const char *file = cli_js(it, "file");
 		char key[600], uid_key[160];
 		json_t *pod = NULL;
 
-		r = pod_object(&sp, file, json_object_get(it, "obj"), nodes, &rr, &pod);
+		r = pod_object(sp, file, json_object_get(it, "obj"), &rr, &pod);
 		if (r < 0)
 			goto out;
 		/* The UID is the CNI container ID: it must be unique like the name. */
@@ -512,10 +756,7 @@ int cli_lab_spec_load(const char *dir, unsigned nodes, json_t **ret_pods)
 	*ret_pods = json_incref(out);
 out:
 	if (r == -ENOMEM)
-		cli_err("out of memory reading %s", dir);
-	json_decref(sp.namespaces);
-	json_decref(sp.sas);
-	json_decref(sp.pods);
+		cli_err("out of memory");
 	json_decref(seen);
 	json_decref(out);
 	return r;

@@ -176,6 +176,11 @@ bool cli_jb(const json_t *obj, const char *key)
 	return json_is_true(json_object_get(obj, key));
 }
 
+int cli_lab_set_str(json_t *obj, const char *key, const char *value)
+{
+	return json_object_set_new(obj, key, json_string(value)) < 0 ? -ENOMEM : 0;
+}
+
 int cli_lab_set_proc(json_t *obj, pid_t pid, uint64_t start)
 {
 	if (json_object_set_new(obj, "pid", json_integer(pid)) < 0 ||
@@ -195,6 +200,9 @@ bool cli_lab_is_live(const struct cli_lab *lab)
 {
 	json_t *it, *c;
 	size_t i, j;
+
+	if (cli_lab_proc_alive(cli_lab_cp(lab)))
+		return true;
 
 	json_array_foreach(json_object_get(lab->state, "netns"), i, it) {
 		if (json_string_value(it) && cli_netns_exists(json_string_value(it)))
@@ -239,4 +247,57 @@ json_t *cli_lab_pod(const struct cli_lab *lab, const char *ns, const char *name)
 			return it;
 	}
 	return NULL;
+}
+
+json_t *cli_lab_cp(const struct cli_lab *lab)
+{
+	return json_object_get(lab->state, "control_plane");
+}
+
+bool cli_lab_has_istiod(const struct cli_lab *lab)
+{
+	const char *mode = cli_js(cli_lab_cp(lab), "mode");
+
+	return mode && streq(mode, "istiod");
+}
+
+int cli_lab_add_netns(struct cli_lab *lab, const char *name)
+{
+	int r = cli_netns_add(name);
+
+	if (r < 0)
+		return r;
+	if (json_array_append_new(json_object_get(lab->state, "netns"), json_string(name)) < 0)
+		return -ENOMEM;
+	return cli_lab_save(lab);
+}
+
+int cli_lab_del_netns(struct cli_lab *lab, const char *name)
+{
+	json_t *list = json_object_get(lab->state, "netns");
+	int r = cli_netns_exists(name) ? cli_netns_del(name) : 0;
+
+	if (r < 0) {
+		cli_err("cannot remove network namespace %s", name);
+		return r;
+	}
+	for (size_t i = json_array_size(list); i-- > 0;) {
+		const char *n = json_string_value(json_array_get(list, i));
+
+		if (n && streq(n, name))
+			json_array_remove(list, i);
+	}
+	return cli_lab_save(lab);
+}
+
+void cli_lab_cmd(const struct cli_lab *lab, const char *sub, char *buf, size_t len)
+{
+	char def[PATH_MAX];
+
+	/* --state-dir only when it is not the default one */
+	snprintf(def, sizeof(def), CLI_LAB_RUN_DIR "/%s", lab->name);
+	snprintf(buf, len, "meshlite lab %s%s%s%s%s", sub,
+		 streq(lab->name, CLI_LAB_DEFAULT_NAME) ? "" : " --name ",
+		 streq(lab->name, CLI_LAB_DEFAULT_NAME) ? "" : lab->name,
+		 streq(def, lab->dir) ? "" : " --state-dir ", streq(def, lab->dir) ? "" : lab->dir);
 }

@@ -35,6 +35,19 @@ void cli_lab_print(const struct cli_lab *lab, FILE *out)
 
 	fprintf(out, "lab '%s' (%s, state in %s)\n\n", lab->name,
 		or_dash(cli_js(lab->state, "phase")), lab->dir);
+	if (cli_lab_has_istiod(lab)) {
+		const json_t *cp = cli_lab_cp(lab);
+		char p[64];
+
+		proc_str(cp, p, sizeof(p));
+		fprintf(out, "control plane: istiod-lite %s, xDS+CA %s, metrics %s\n", p,
+			or_dash(cli_js(cp, "xds")), or_dash(cli_js(cp, "metrics")));
+		fprintf(out, "  store %s, log %s\n\n", or_dash(cli_js(cp, "store")),
+			or_dash(cli_js(cp, "log")));
+	} else {
+		fprintf(out, "control plane: static (ztunnel configs and certificates made by the "
+			     "lab)\n\n");
+	}
 	fprintf(out, "%-8s %-24s %-12s %-22s %s\n", "NODE", "NETNS", "IP", "ZTUNNEL", "ADMIN");
 	json_array_foreach(json_object_get(lab->state, "nodes"), i, it) {
 		json_t *zt = json_object_get(it, "ztunnel");
@@ -129,6 +142,19 @@ static json_t *pod_json(const json_t *pod)
 	return o;
 }
 
+static json_t *cp_json(const struct cli_lab *lab)
+{
+	static const char *const keys[] = {"xds", "metrics", "log", "store", "binary"};
+	const json_t *cp = cli_lab_cp(lab);
+	json_t *o = json_object();
+
+	json_object_set_new(o, "mode", json_string(cli_lab_has_istiod(lab) ? "istiod" : "static"));
+	json_object_set_new(o, "pid", proc_json(cp));
+	json_object_set_new(o, "alive", json_boolean(cli_lab_proc_alive(cp)));
+	copy_strs(o, cp, keys, ARRAY_SIZE(keys));
+	return o;
+}
+
 /* The documented shape (see lab status --help), not the internal state file. Allocation
  * failures leave fields out; the caller checks the result as a whole. */
 static json_t *status_json(const struct cli_lab *lab)
@@ -140,16 +166,19 @@ static json_t *status_json(const struct cli_lab *lab)
 		json_array_append_new(nodes, node_json(it));
 	json_array_foreach(json_object_get(lab->state, "pods"), i, it)
 		json_array_append_new(pods, pod_json(it));
-	return json_pack("{s:s, s:s?, s:s, s:o, s:o}", "name", lab->name, "phase",
-			 cli_js(lab->state, "phase"), "state_dir", lab->dir, "nodes", nodes, "pods",
-			 pods);
+	return json_pack("{s:s, s:s?, s:s, s:o, s:o, s:o}", "name", lab->name, "phase",
+			 cli_js(lab->state, "phase"), "state_dir", lab->dir, "control_plane",
+			 cp_json(lab), "nodes", nodes, "pods", pods);
 }
 
 static void usage(FILE *f)
 {
 	fprintf(f, "Usage: meshlite lab status [--json] [--name NAME] [--state-dir DIR]\n"
 		   "\n"
-		   "Show the lab's nodes, ztunnels and pods, and whether their processes run.\n"
+		   "Show the lab's control plane, nodes, ztunnels and pods, and whether their\n"
+		   "processes run. --json prints {name, phase, state_dir, control_plane: {mode,\n"
+		   "pid, alive, xds, metrics, log, store, binary}, nodes: [...], pods: [...]}\n"
+		   "(control_plane fields other than mode are null for a static lab).\n"
 		   "\n"
 		   "      --json           machine-readable output\n"
 		   "      --name NAME      lab name (default \"lab\")\n"

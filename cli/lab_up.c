@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 /*
- * `meshlite lab up`: fabric, nodes, pods (through a real CNI chain), certificates, ztunnels,
- * then the pods' commands. Everything is validated before the first namespace is created, and
- * each thing created is recorded in state.json at once, so `lab down` can undo a failed `up`.
+ * `meshlite lab up`: fabric, nodes, the control plane (istiod-lite, or the lab's own static
+ * configs and certificates), pods (through a real CNI chain), ztunnels, then the pods'
+ * commands. Everything is validated before the first namespace is created, and each thing
+ * created is recorded in state.json at once, so `lab down` can undo a failed `up`.
  */
 #include "lab-internal.h"
 
@@ -25,34 +26,56 @@
 
 #define FABRIC_BRIDGE "br0"
 #define NODE_UPLINK "eth0"
-#define POD_IFNAME "eth0"
 
 struct up_opts {
 	const char *name;
 	const char *state_dir;
 	const char *ztunnel;
+	const char *istiod;
 	const char *dir;
 	unsigned nodes;
+	bool with_istiod;
 };
 
 static void usage(FILE *f)
 {
-	static const char text[] =
+	static const char head[] =
 		"Usage: meshlite lab up [--nodes N] [--name NAME] [--state-dir DIR]\n"
-		"                       [--ztunnel PATH] DIR\n"
+		"                       [--control-plane static|istiod] [--ztunnel PATH]\n"
+		"                       [--istiod PATH] DIR\n"
 		"\n"
-		"Build a cluster of N nodes (network namespaces) from the Namespaces,\n"
-		"ServiceAccounts and Pods in DIR/*.yaml|*.yml|*.json, start one ztunnel per node\n"
-		"and run each pod's containers (command + args) in the pod's namespace.\n"
+		"Build a cluster of N nodes (network namespaces) from the Kubernetes objects in\n"
+		"DIR/*.yaml|*.yml|*.json, start one ztunnel per node and run each pod's\n"
+		"containers (command + args) in the pod's namespace.\n"
 		"\n"
-		"  -n, --nodes N        number of nodes, node-1..node-N (default 2)\n"
-		"      --name NAME      lab name (default \"lab\"); namespaces are ml-NAME-*\n"
-		"      --state-dir DIR  state, logs and certificates (default /run/meshlite/NAME)\n"
-		"      --ztunnel PATH   ztunnel binary (default: $MESHLITE_ZTUNNEL, else the\n"
-		"                       build's ztunnel next to meshlite, else PATH)\n"
-		"  -h, --help           show this help\n";
+		"Control planes:\n"
+		"  static  (default) each ztunnel's config lists every workload and holds\n"
+		"          certificates from a CA of the lab's own; Namespaces, ServiceAccounts\n"
+		"          and Pods are read, other kinds ignored\n";
+	static const char tail[] =
+		"\n"
+		"  -n, --nodes N            number of nodes, node-1..node-N (default 2)\n"
+		"      --name NAME          lab name (default \"lab\"); namespaces are ml-NAME-*\n"
+		"      --state-dir DIR      state, logs and certificates (default\n"
+		"                           /run/meshlite/NAME)\n"
+		"      --control-plane CP   static (default) or istiod\n"
+		"      --ztunnel PATH       ztunnel binary (default: $MESHLITE_ZTUNNEL, else the\n"
+		"                           build's ztunnel next to meshlite, else PATH)\n"
+		"      --istiod PATH        istiod-lite binary (default: $MESHLITE_ISTIOD, else\n"
+		"                           the build's istiod-lite next to meshlite, else PATH)\n"
+		"  -h, --help               show this help\n";
 
-	fputs(text, f);
+	fputs(head, f);
+	fprintf(f,
+		"  istiod  istiod-lite runs in the fabric namespace on %s:%d (xDS\n"
+		"          and CA, TLS) and :%d (metrics, readiness), reading the lab's objects\n"
+		"          (also Services, AuthorizationPolicies, PeerAuthentications,\n"
+		"          EndpointSlices, Gateways, HTTPRoutes) from STATE/store; ztunnels\n"
+		"          get workloads over Delta ADS and certificates from its CA, each\n"
+		"          with a random token of its node. Change objects with lab apply and\n"
+		"          lab delete. At most %d nodes.\n",
+		CLI_CP_IP, CLI_CP_PORT_XDS, CLI_CP_PORT_METRICS, CLI_CP_MAX_NODES);
+	fputs(tail, f);
 }
 
 static int parse(int argc, char **argv, struct up_opts *o)
@@ -62,6 +85,8 @@ static int parse(int argc, char **argv, struct up_opts *o)
 		{"name", required_argument, NULL, 'N'},
 		{"state-dir", required_argument, NULL, 'S'},
 		{"ztunnel", required_argument, NULL, 'z'},
+		{"istiod", required_argument, NULL, 'I'},
+		{"control-plane", required_argument, NULL, 'C'},
 		{"help", no_argument, NULL, 'h'},
 		{},
 	};
@@ -90,6 +115,16 @@ static int parse(int argc, char **argv, struct up_opts *o)
 		case 'z':
 			o->ztunnel = optarg;
 			break;
+		case 'I':
+			o->istiod = optarg;
+			break;
+		case 'C':
+			if (!streq(optarg, "static") && !streq(optarg, "istiod")) {
+				cli_err("--control-plane %s: expected static or istiod", optarg);
+				return -EINVAL;
+			}
+			o->with_istiod = streq(optarg, "istiod");
+			break;
 		case 'h':
 			usage(stdout);
 			return 1;
@@ -105,6 +140,16 @@ static int parse(int argc, char **argv, struct up_opts *o)
 		return -EINVAL;
 	}
 	o->dir = argv[optind];
+	if (o->with_istiod && o->nodes > CLI_CP_MAX_NODES) {
+		cli_err("--nodes %u: with --control-plane istiod the lab has at most %d nodes (%s "
+			"is the control plane's address)",
+			o->nodes, CLI_CP_MAX_NODES, CLI_CP_IP);
+		return -EINVAL;
+	}
+	if (o->istiod && !o->with_istiod) {
+		cli_err("--istiod is only used with --control-plane istiod");
+		return -EINVAL;
+	}
 	return 0;
 }
 
@@ -113,13 +158,9 @@ static const char *or_empty(const char *s)
 	return s ? s : "";
 }
 
-static int set_str(json_t *o, const char *key, const char *v)
-{
-	return json_object_set_new(o, key, json_string(v)) < 0 ? -ENOMEM : 0;
-}
-
 /* The plan: every node and pod with the names it will have, before anything exists. */
-static int plan(struct cli_lab *lab, const struct up_opts *o, json_t *pods, const char *zt)
+static int plan(struct cli_lab *lab, const struct up_opts *o, json_t *pods, const char *zt,
+		const char *istiod)
 {
 	char buf[PATH_MAX], fabric[64];
 	json_t *nodes = json_array(), *pod;
@@ -131,6 +172,10 @@ static int plan(struct cli_lab *lab, const struct up_opts *o, json_t *pods, cons
 			       "netns", "fabric", "netns", fabric, "bridge", FABRIC_BRIDGE, "nodes",
 			       nodes, "pods", pods);
 	if (!lab->state)
+		return -ENOMEM;
+	if (o->with_istiod ? cli_lab_istiod_plan(lab, istiod) < 0
+			   : json_object_set_new(lab->state, "control_plane",
+						 json_pack("{s:s}", "mode", "static")) < 0)
 		return -ENOMEM;
 	for (unsigned k = 1; k <= o->nodes; k++) {
 		char name[16], ns[96], ip[32], cidr[32], port[32], dir[64];
@@ -160,31 +205,25 @@ static int plan(struct cli_lab *lab, const struct up_opts *o, json_t *pods, cons
 			return -ENOMEM;
 	}
 	json_array_foreach(pods, i, pod) {
-		const char *pns = cli_js(pod, "namespace"), *pname = cli_js(pod, "name");
 		json_t *other;
 		size_t j;
-		char ns[600];
+		int r = cli_lab_pod_name_netns(lab, pod);
 
-		snprintf(ns, sizeof(ns), "ml-%s-p-%s-%s", lab->name, pns, pname);
-		if (strlen(ns) > 255) {
-			cli_err("%s: Pod %s/%s: the network namespace name %s is too long",
-				cli_js(pod, "source"), pns, pname, ns);
-			return -ENAMETOOLONG;
-		}
+		if (r < 0)
+			return r;
 		/* "a-b"/"c" and "a"/"b-c" would share ml-<lab>-p-a-b-c. */
 		json_array_foreach(pods, j, other) {
 			if (j >= i)
 				break;
-			if (!streq(cli_js(other, "netns"), ns))
+			if (!streq(cli_js(other, "netns"), cli_js(pod, "netns")))
 				continue;
 			cli_err("%s: Pod %s/%s and Pod %s/%s would share the network namespace %s; "
 				"rename one",
-				cli_js(pod, "source"), pns, pname, cli_js(other, "namespace"),
-				cli_js(other, "name"), ns);
+				cli_js(pod, "source"), cli_js(pod, "namespace"),
+				cli_js(pod, "name"), cli_js(other, "namespace"),
+				cli_js(other, "name"), cli_js(pod, "netns"));
 			return -EEXIST;
 		}
-		if (set_str(pod, "netns", ns) < 0)
-			return -ENOMEM;
 	}
 	return 0;
 }
@@ -216,17 +255,6 @@ static int check_names_free(const struct cli_lab *lab)
 		}
 	}
 	return r;
-}
-
-static int add_netns(struct cli_lab *lab, const char *name)
-{
-	int r = cli_netns_add(name);
-
-	if (r < 0)
-		return r;
-	if (json_array_append_new(json_object_get(lab->state, "netns"), json_string(name)) < 0)
-		return -ENOMEM;
-	return cli_lab_save(lab);
 }
 
 static int write_sysctl(const char *key, const char *val)
@@ -265,7 +293,7 @@ static int create_fabric(struct cli_lab *lab)
 	const char *ns = cli_js(json_object_get(lab->state, "fabric"), "netns");
 	int r;
 
-	r = add_netns(lab, ns);
+	r = cli_lab_add_netns(lab, ns);
 	if (r == 0)
 		r = cli_ip("-n", ns, "link", "set", "lo", "up", NULL);
 	if (r == 0)
@@ -285,7 +313,7 @@ static int create_node(struct cli_lab *lab, json_t *node)
 	int r;
 
 	snprintf(addr, sizeof(addr), "%s/24", cli_js(node, "ip"));
-	r = add_netns(lab, ns);
+	r = cli_lab_add_netns(lab, ns);
 	if (r == 0)
 		r = cli_netns_run(ns, node_sysctls, NULL);
 	if (r == 0)
@@ -320,155 +348,38 @@ static int create_node(struct cli_lab *lab, json_t *node)
 	return cli_lab_save(lab);
 }
 
-void cli_lab_cni_rt(const json_t *pod, const json_t *node, char *netns, size_t netns_len,
-		    char *args, size_t args_len, struct cli_cni_rt *rt)
+static uint64_t deadline_after(unsigned ms)
 {
-	(void)cli_netns_path(cli_js(pod, "netns"), netns, netns_len);
-	/* What CRI runtimes pass; IgnoreUnknown keeps plugins from rejecting the K8S_ keys. */
-	snprintf(args, args_len,
-		 "IgnoreUnknown=1;K8S_POD_NAMESPACE=%s;K8S_POD_NAME=%s;K8S_POD_UID=%s",
-		 cli_js(pod, "namespace"), cli_js(pod, "name"), cli_js(pod, "uid"));
-	*rt = (struct cli_cni_rt){
-		.container_id = cli_js(pod, "uid"),
-		.netns = netns,
-		.ifname = POD_IFNAME,
-		.args = args,
-		.cni_path = CLI_LAB_CNI_PATH,
-		.exec_netns = cli_js(node, "netns"),
-	};
+	return ml_now_ns() + (uint64_t)ms * 1000000ULL;
 }
 
-static int create_pod(struct cli_lab *lab, json_t *pod)
+/* istiod-lite with what the API server would hold before any pod runs; the pods follow
+ * one by one as their sandboxes come up. */
+static int start_control_plane(struct cli_lab *lab, const json_t *objects)
 {
-	const char *ns = cli_js(pod, "netns"), *host_if;
-	json_t *node = cli_lab_node(lab, cli_js(pod, "node")), *result = NULL;
-	char netns[512], args[1024], err[2048], ip[64];
-	struct cli_cni_rt rt;
+	json_t *it;
+	size_t i;
 	int r;
 
-	r = add_netns(lab, ns);
+	cli_info("starting istiod-lite on %s (fabric)", cli_js(cli_lab_cp(lab), "xds"));
+	r = cli_lab_istiod_prepare(lab);
+	json_array_foreach(objects, i, it) {
+		if (r < 0)
+			break;
+		r = cli_lab_store_put(lab, it, NULL);
+	}
 	if (r == 0)
-		r = cli_ip("-n", ns, "link", "set", "lo", "up", NULL);
-	if (r < 0)
-		return r;
-	/* Recorded before ADD: a runtime calls DEL after a failed or interrupted ADD too. */
-	if (set_str(pod, "cni", "pending") < 0)
-		return -ENOMEM;
-	r = cli_lab_save(lab);
-	if (r < 0)
-		return r;
-	cli_lab_cni_rt(pod, node, netns, sizeof(netns), args, sizeof(args), &rt);
-	r = cli_cni_add(json_object_get(node, "cni_conflist"), &rt, &result, err, sizeof(err));
-	if (r < 0) {
-		cli_err("pod %s/%s on %s: %s", cli_js(pod, "namespace"), cli_js(pod, "name"),
-			cli_js(node, "name"), err);
-		return r;
-	}
-	host_if = cli_cni_result_host_if(result);
-	if (!cli_cni_result_ip(result, ip, sizeof(ip)) || !host_if) {
-		cli_err("pod %s/%s: the CNI result has no IP address or no host-side interface",
-			cli_js(pod, "namespace"), cli_js(pod, "name"));
-		json_decref(result);
-		return -EBADMSG;
-	}
-	if (set_str(pod, "cni", "added") < 0 || set_str(pod, "ip", ip) < 0 ||
-	    set_str(pod, "host_interface", host_if) < 0 ||
-	    json_object_set_new(pod, "cni_result", result) < 0)
-		return -ENOMEM;
-	r = cli_lab_save(lab);
-	if (r < 0 || !cli_jb(pod, "enrolled"))
-		return r;
-	r = cli_lab_capture_pod(cli_js(node, "netns"), host_if, result);
-	if (r < 0) {
-		cli_err("pod %s/%s: cannot capture its traffic on %s", cli_js(pod, "namespace"),
-			cli_js(pod, "name"), host_if);
-		return r;
-	}
-	json_object_set_new(pod, "capture", json_true());
-	return cli_lab_save(lab);
-}
-
-static int start_containers(struct cli_lab *lab, json_t *pod)
-{
-	json_t *c;
-	size_t i;
-	int r = 0;
-
-	json_array_foreach(json_object_get(pod, "containers"), i, c) {
-		char log[PATH_MAX];
-		char **env = NULL, **argv = NULL;
-		struct cli_proc_spec spec;
-		uint64_t start;
-		pid_t pid;
-
-		r = cli_lab_path(lab, log, sizeof(log), "pods/%s_%s_%s.log",
-				 cli_js(pod, "namespace"), cli_js(pod, "name"), cli_js(c, "name"));
-		if (r < 0)
-			break;
-		env = cli_lab_pod_env(pod, c);
-		argv = env ? cli_lab_pod_argv(c, env) : NULL;
-		if (!argv) {
-			cli_lab_strv_free(env);
-			r = -ENOMEM;
-			break;
-		}
-		spec = (struct cli_proc_spec){
-			.netns = cli_js(pod, "netns"),
-			.argv = (const char *const *)argv,
-			.envp = (const char *const *)env,
-			.log_path = log,
-			.cwd = cli_js(c, "working_dir"),
-		};
-		r = set_str(c, "log", log);
-		if (r == 0)
-			r = cli_proc_spawn(&spec, &pid, &start);
-		cli_lab_strv_free(argv);
-		cli_lab_strv_free(env);
-		if (r < 0) {
-			cli_err("pod %s/%s: container %s did not start", cli_js(pod, "namespace"),
-				cli_js(pod, "name"), cli_js(c, "name"));
-			break;
-		}
-		r = cli_lab_set_proc(c, pid, start);
-		if (r == 0)
-			r = cli_lab_save(lab);
-		if (r < 0)
-			break;
-	}
+		r = cli_lab_istiod_start(lab);
+	if (r == 0)
+		r = cli_lab_istiod_wait_ready(lab, deadline_after(CLI_LAB_READY_TIMEOUT_MS));
 	return r;
 }
 
-/* A command that fails at once (a typo, a port in use) is worth saying before the summary. */
-static void report_early_exits(const struct cli_lab *lab)
-{
-	struct timespec ts = {.tv_sec = 0, .tv_nsec = 300 * 1000000L};
-	json_t *pod, *c;
-	size_t i, j;
-
-	(void)nanosleep(&ts, NULL);
-	json_array_foreach(json_object_get(lab->state, "pods"), i, pod) {
-		json_array_foreach(json_object_get(pod, "containers"), j, c) {
-			pid_t pid = (pid_t)cli_ji(c, "pid");
-			char how[96];
-			int status;
-
-			if (pid <= 0 || waitpid(pid, &status, WNOHANG) != pid)
-				continue;
-			if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
-				continue;
-			cli_wait_str(status, how, sizeof(how));
-			cli_warn("pod %s/%s: container %s exited right away (%s); see %s",
-				 cli_js(pod, "namespace"), cli_js(pod, "name"), cli_js(c, "name"),
-				 how, cli_js(c, "log"));
-		}
-	}
-}
-
-static int build(struct cli_lab *lab)
+static int build(struct cli_lab *lab, const json_t *objects)
 {
 	json_t *nodes = json_object_get(lab->state, "nodes");
 	json_t *pods = json_object_get(lab->state, "pods");
-	char dir[PATH_MAX];
+	bool istiod = cli_lab_has_istiod(lab);
 	uint64_t deadline;
 	json_t *it;
 	size_t i;
@@ -483,16 +394,17 @@ static int build(struct cli_lab *lab)
 			 cli_js(it, "ip"));
 		r = create_node(lab, it);
 	}
+	if (r == 0 && istiod)
+		r = start_control_plane(lab, objects);
 	json_array_foreach(pods, i, it) {
 		if (r < 0)
 			return r;
 		cli_info("creating pod %s/%s on %s", cli_js(it, "namespace"), cli_js(it, "name"),
 			 cli_js(it, "node"));
-		r = create_pod(lab, it);
+		r = cli_lab_pod_create(lab, it);
 	}
-	if (r < 0)
-		return r;
-	r = cli_lab_pki_write(lab);
+	if (r == 0 && !istiod)
+		r = cli_lab_pki_write(lab);
 	if (r < 0)
 		return r;
 	json_array_foreach(nodes, i, it) {
@@ -504,26 +416,32 @@ static int build(struct cli_lab *lab)
 			return r;
 		}
 	}
-	cli_info("waiting for %zu ztunnel(s) to be ready", json_array_size(nodes));
-	deadline = ml_now_ns() + (uint64_t)CLI_LAB_READY_TIMEOUT_MS * 1000000ULL;
+	cli_info("waiting for %zu ztunnel(s) to be ready%s", json_array_size(nodes),
+		 istiod ? " (first xDS sync)" : "");
+	deadline = deadline_after(CLI_LAB_READY_TIMEOUT_MS);
 	json_array_foreach(nodes, i, it) {
 		r = cli_lab_ztunnel_wait_ready(lab, it, deadline);
 		if (r < 0)
 			return r;
 	}
-	if (cli_lab_path(lab, dir, sizeof(dir), "pods") < 0)
-		return -ENAMETOOLONG;
-	r = cli_mkdir_p(dir, 0755);
-	if (r < 0) {
-		cli_err("cannot create %s: %s", dir, strerror(-r));
-		return r;
+	/* Ready means synced once; a pod's containers start when its certificate is there
+	 * and every node knows it, as a CNI plugin holds a pod until its node agent has it. */
+	if (istiod) {
+		r = cli_lab_ztunnel_wait_pods(lab, pods, false,
+					      deadline_after(CLI_LAB_READY_TIMEOUT_MS));
+		if (r < 0) {
+			cli_err("the ztunnels did not learn every pod from istiod-lite within "
+				"%d s; see %s",
+				CLI_LAB_READY_TIMEOUT_MS / 1000, cli_js(cli_lab_cp(lab), "log"));
+			return r;
+		}
 	}
 	json_array_foreach(pods, i, it) {
-		r = start_containers(lab, it);
+		r = cli_lab_pod_start(lab, it);
 		if (r < 0)
 			return r;
 	}
-	report_early_exits(lab);
+	cli_lab_pod_report_exits(lab, pods);
 	return 0;
 }
 
@@ -576,11 +494,32 @@ static int prepare_dir(struct cli_lab *lab)
 	return r;
 }
 
+/* The input, read and checked: pods as state objects, and with istiod the other objects for
+ * the store. */
+static int load_input(const struct up_opts *o, json_t **ret_pods, json_t **ret_objects)
+{
+	struct cli_lab_spec *sp;
+	int r;
+
+	sp = cli_lab_spec_new(o->nodes, o->with_istiod ? CLI_LAB_SPEC_STORE : 0);
+	if (!sp) {
+		cli_err("out of memory");
+		return -ENOMEM;
+	}
+	r = cli_lab_spec_read(sp, o->dir, false);
+	if (r == 0)
+		r = cli_lab_spec_resolve(sp, 0, ret_pods);
+	if (r == 0)
+		*ret_objects = json_incref(cli_lab_spec_objects(sp));
+	cli_lab_spec_free(sp);
+	return r;
+}
+
 int cli_lab_up(int argc, char **argv)
 {
 	struct cli_lab lab = {.dir_fd = -1};
-	char zt[PATH_MAX];
-	json_t *pods = NULL;
+	char zt[PATH_MAX], istiod[PATH_MAX] = "";
+	json_t *pods = NULL, *objects = NULL;
 	bool created_dir;
 	struct up_opts o;
 	int r;
@@ -598,8 +537,12 @@ int cli_lab_up(int argc, char **argv)
 		return CLI_EXIT_FAIL;
 	}
 	/* Everything that can be checked is checked before anything is created. */
-	if (cli_lab_ztunnel_find(o.ztunnel, zt, sizeof(zt)) < 0 ||
-	    cli_lab_spec_load(o.dir, o.nodes, &pods) < 0) {
+	if (cli_lab_find_program(o.ztunnel, "--ztunnel", "MESHLITE_ZTUNNEL", "ztunnel/ztunnel",
+				 "ztunnel", zt, sizeof(zt)) < 0 ||
+	    (o.with_istiod && cli_lab_find_program(o.istiod, "--istiod", "MESHLITE_ISTIOD",
+						   "istiod-lite/istiod-lite", "istiod-lite", istiod,
+						   sizeof(istiod)) < 0) ||
+	    load_input(&o, &pods, &objects) < 0) {
 		cli_err("lab up: nothing was created");
 		return CLI_EXIT_FAIL;
 	}
@@ -610,9 +553,10 @@ int cli_lab_up(int argc, char **argv)
 	if (r == 0)
 		r = prepare_dir(&lab);
 	if (r == 0)
-		r = plan(&lab, &o, pods, zt);
+		r = plan(&lab, &o, pods, zt, istiod);
 	if (r == 0)
 		r = check_names_free(&lab);
+	json_decref(pods);
 	if (r < 0) {
 		if (r == -ENOMEM)
 			cli_err("out of memory");
@@ -620,27 +564,29 @@ int cli_lab_up(int argc, char **argv)
 		if (lab.dir_fd >= 0 && created_dir && dir_is_empty(lab.dir))
 			(void)rmdir(lab.dir);
 		cli_err("lab up: nothing was created");
-		json_decref(pods);
+		json_decref(objects);
 		cli_lab_close(&lab);
 		return CLI_EXIT_FAIL;
 	}
-	json_decref(pods);
 	r = cli_lab_save(&lab);
 	if (r == 0)
-		r = build(&lab);
+		r = build(&lab, objects);
+	json_decref(objects);
 	if (r < 0) {
+		char down[PATH_MAX + 128];
+
 		if (r == -ENOMEM)
 			cli_err("out of memory");
-		(void)set_str(lab.state, "phase", "failed");
+		(void)cli_lab_set_str(lab.state, "phase", "failed");
 		(void)cli_lab_save(&lab);
+		cli_lab_cmd(&lab, "down", down, sizeof(down));
 		cli_err("lab up failed; what it made stays for inspection (recorded in "
-			"%s/state.json); remove it with: meshlite lab down --name %s%s%s",
-			lab.dir, lab.name, o.state_dir ? " --state-dir " : "",
-			o.state_dir ? o.state_dir : "");
+			"%s/state.json); remove it with: %s",
+			lab.dir, down);
 		cli_lab_close(&lab);
 		return CLI_EXIT_FAIL;
 	}
-	(void)set_str(lab.state, "phase", "ready");
+	(void)cli_lab_set_str(lab.state, "phase", "ready");
 	r = cli_lab_save(&lab);
 	cli_lab_print(&lab, stdout);
 	cli_lab_close(&lab);

@@ -1,79 +1,17 @@
 // SPDX-License-Identifier: Apache-2.0
-/* One ztunnel per lab node: its binary, its static config (docs/ztunnel-config.md), its
- * process and its readiness. */
+/* One ztunnel per lab node: its config (docs/ztunnel-config.md: static, or xDS from
+ * istiod-lite), its process, its readiness, and what it has learned (/config_dump). */
 #include "lab-internal.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <libgen.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "common.h"
 #include "netns.h"
 #include "proc.h"
 #include "util.h"
-
-static bool executable(const char *path)
-{
-	return access(path, X_OK) == 0;
-}
-
-static int absolute(const char *path, char *buf, size_t len)
-{
-	char real[PATH_MAX];
-
-	if (!realpath(path, real))
-		return -errno;
-	return cli_fmt(buf, len, "%s", real) < 0 ? -ENAMETOOLONG : 0;
-}
-
-int cli_lab_ztunnel_find(const char *opt, char *buf, size_t len)
-{
-	const char *env = getenv("MESHLITE_ZTUNNEL"), *path = getenv("PATH");
-	char exe[PATH_MAX], cand[PATH_MAX];
-	ssize_t n;
-
-	if (opt || (env && env[0])) {
-		const char *p = opt ? opt : env;
-
-		if (!executable(p) || absolute(p, buf, len) < 0) {
-			cli_err("%s %s is not an executable file",
-				opt ? "--ztunnel" : "MESHLITE_ZTUNNEL", p);
-			return -ENOENT;
-		}
-		return 0;
-	}
-	/* Next to the build's meshlite: <build>/cli/meshlite -> <build>/ztunnel/ztunnel. */
-	n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-	if (n > 0) {
-		exe[n] = '\0';
-		if (cli_fmt(cand, sizeof(cand), "%s/../ztunnel/ztunnel", dirname(exe)) >= 0 &&
-		    executable(cand) && absolute(cand, buf, len) == 0)
-			return 0;
-	}
-	for (const char *p = path; p && *p;) {
-		const char *end = strchr(p, ':');
-		size_t l = end ? (size_t)(end - p) : strlen(p);
-
-		if (l && cli_fmt(cand, sizeof(cand), "%.*s/ztunnel", (int)l, p) >= 0 &&
-		    executable(cand) && absolute(cand, buf, len) == 0)
-			return 0;
-		p = end ? end + 1 : NULL;
-	}
-	cli_err("cannot find the ztunnel binary (looked for ../ztunnel/ztunnel next to "
-		"meshlite, and in PATH): build it, or pass --ztunnel PATH, or set "
-		"MESHLITE_ZTUNNEL");
-	return -ENOENT;
-}
 
 /* Every listener on all addresses: the node's namespace is private to the lab, and
  * `meshlite zc` and the tests reach admin and metrics on the node IP. */
@@ -166,30 +104,18 @@ static int certificates(struct cli_lab *lab, const char *node_name, json_t *out)
 	return 0;
 }
 
-int cli_lab_ztunnel_config(struct cli_lab *lab, json_t *node)
+/* Static mode: every workload and this node's certificates, from the lab's own files. */
+static json_t *static_config(struct cli_lab *lab, const char *name)
 {
-	const char *name = cli_js(node, "name"), *ip = cli_js(node, "ip");
-	char dir[PATH_MAX], path[PATH_MAX], root[PATH_MAX], addr[64];
-	json_t *zt = json_object_get(node, "ztunnel"), *conf, *wls, *certs, *pod;
-	char *text;
+	json_t *wls = json_array(), *certs = json_array(), *pod;
+	char root[PATH_MAX];
 	size_t i;
-	int r;
+	int r = 0;
 
-	if (cli_lab_path(lab, dir, sizeof(dir), "%s", name) < 0 ||
-	    cli_lab_path(lab, path, sizeof(path), "%s/ztunnel.json", name) < 0 ||
-	    cli_lab_path(lab, root, sizeof(root), "pki/root-cert.pem") < 0)
-		return -ENAMETOOLONG;
-	r = cli_mkdir_p(dir, 0755);
-	if (r < 0) {
-		cli_err("cannot create %s: %s", dir, strerror(-r));
-		return r;
-	}
-	wls = json_array();
-	certs = json_array();
-	if (!wls || !certs) {
+	if (cli_lab_path(lab, root, sizeof(root), "pki/root-cert.pem") < 0 || !wls || !certs) {
 		json_decref(wls);
 		json_decref(certs);
-		return -ENOMEM;
+		return NULL;
 	}
 	/* Every workload of the cluster: destinations on other nodes are resolved too. */
 	json_array_foreach(json_object_get(lab->state, "pods"), i, pod) {
@@ -198,14 +124,50 @@ int cli_lab_ztunnel_config(struct cli_lab *lab, json_t *node)
 	}
 	if (r == 0)
 		r = certificates(lab, name, certs);
-	conf = json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:[], s:o}", "node", name, "cluster_id",
+	if (r < 0) {
+		json_decref(wls);
+		json_decref(certs);
+		return NULL;
+	}
+	return json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:[], s:o}", "node", name, "cluster_id",
 			 CLI_LAB_CLUSTER_ID, "trust_domain", CLI_LAB_TRUST_DOMAIN, "root_cert",
 			 root, "listen", listen_obj(), "workloads", wls, "services", "certificates",
 			 certs);
-	if (!conf || r < 0) {
-		json_decref(conf);
-		return r < 0 ? r : -ENOMEM;
+}
+
+/* istiod mode: workloads over Delta ADS and certificates from the CA at the same address,
+ * trusting istiod-lite's root (docs/ztunnel-config.md, "Control plane"). */
+static json_t *xds_config(struct cli_lab *lab, const json_t *node)
+{
+	const json_t *cp = cli_lab_cp(lab);
+
+	return json_pack("{s:s, s:s, s:s, s:s, s:o, s:{s:s, s:s, s:s, s:s}}", "node",
+			 cli_js(node, "name"), "cluster_id", CLI_LAB_CLUSTER_ID, "trust_domain",
+			 CLI_LAB_TRUST_DOMAIN, "root_cert", cli_js(cp, "root_cert"), "listen",
+			 listen_obj(), "xds", "address", cli_js(cp, "xds"), "token_file",
+			 cli_js(node, "token"), "identity", CLI_CP_IDENTITY, "node_ip",
+			 cli_js(node, "ip"));
+}
+
+int cli_lab_ztunnel_config(struct cli_lab *lab, json_t *node)
+{
+	const char *name = cli_js(node, "name"), *ip = cli_js(node, "ip");
+	char dir[PATH_MAX], path[PATH_MAX], addr[64];
+	json_t *zt = json_object_get(node, "ztunnel"), *conf;
+	char *text;
+	int r;
+
+	if (cli_lab_path(lab, dir, sizeof(dir), "%s", name) < 0 ||
+	    cli_lab_path(lab, path, sizeof(path), "%s/ztunnel.json", name) < 0)
+		return -ENAMETOOLONG;
+	r = cli_mkdir_p(dir, 0755);
+	if (r < 0) {
+		cli_err("cannot create %s: %s", dir, strerror(-r));
+		return r;
 	}
+	conf = cli_lab_has_istiod(lab) ? xds_config(lab, node) : static_config(lab, name);
+	if (!conf)
+		return -ENOMEM;
 	text = json_dumps(conf, JSON_INDENT(2));
 	json_decref(conf);
 	if (!text)
@@ -253,162 +215,160 @@ int cli_lab_ztunnel_start(struct cli_lab *lab, json_t *node)
 	return r < 0 ? r : cli_lab_save(lab);
 }
 
-struct probe {
-	const char *node;
-	const char *ip;
-	const char *log;
-	pid_t pid;
-	uint64_t start;
-	uint64_t deadline_ns;
-};
-
-static void sleep_ms(unsigned ms)
-{
-	struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)ms * 1000000L};
-
-	(void)nanosleep(&ts, NULL);
-}
-
-/* One GET /healthz/ready; 0 on "200", else -errno and a description in @why. */
-static int probe_once(const struct sockaddr_in *sa, char *why, size_t len)
-{
-	char req[160], rsp[64];
-	struct pollfd pfd;
-	size_t got = 0;
-	int fd, r, soerr = 0;
-	socklen_t sl = sizeof(soerr);
-	uint64_t until;
-
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	r = connect(fd, (const struct sockaddr *)sa, sizeof(*sa));
-	if (r < 0 && errno != EINPROGRESS) {
-		r = -errno;
-		snprintf(why, len, "connect: %s", strerror(errno));
-		goto out;
-	}
-	pfd = (struct pollfd){.fd = fd, .events = POLLOUT};
-	if (poll(&pfd, 1, 500) <= 0) {
-		r = -ETIMEDOUT;
-		snprintf(why, len, "connect timed out");
-		goto out;
-	}
-	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0 || soerr) {
-		r = -(soerr ? soerr : errno);
-		snprintf(why, len, "connect: %s", strerror(-r));
-		goto out;
-	}
-	snprintf(req, sizeof(req),
-		 "GET /healthz/ready HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n",
-		 inet_ntoa(sa->sin_addr));
-	if (send(fd, req, strlen(req), MSG_NOSIGNAL) != (ssize_t)strlen(req)) {
-		r = -EIO;
-		snprintf(why, len, "cannot send the request");
-		goto out;
-	}
-	until = ml_now_ns() + 1000000000ULL;
-	while (got < sizeof(rsp) - 1 && !memchr(rsp, '\n', got) && ml_now_ns() < until) {
-		ssize_t n;
-
-		pfd = (struct pollfd){.fd = fd, .events = POLLIN};
-		if (poll(&pfd, 1, 200) <= 0)
-			continue;
-		n = recv(fd, rsp + got, sizeof(rsp) - 1 - got, 0);
-		if (n <= 0)
-			break;
-		got += (size_t)n;
-	}
-	rsp[got] = '\0';
-	rsp[strcspn(rsp, "\r\n")] = '\0';
-	/* RFC 9112 §4: status-line = HTTP-version SP status-code SP [ reason-phrase ] */
-	if (strncmp(rsp, "HTTP/1.", 7) == 0 && strncmp(rsp + 8, " 200", 4) == 0) {
-		r = 0;
-	} else {
-		r = -EPROTO;
-		snprintf(why, len, "answered \"%s\"", got ? rsp : "nothing");
-	}
-out:
-	(void)close(fd);
-	return r;
-}
-
-/* Runs inside the node's namespace until ready, the deadline, or ztunnel's exit. */
-static int probe_fn(void *arg)
-{
-	const struct probe *p = arg;
-	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(CLI_ZT_PORT_READINESS)};
-	char why[160] = "no answer";
-
-	if (inet_pton(AF_INET, p->ip, &sa.sin_addr) != 1)
-		return -EINVAL;
-	for (;;) {
-		if (!cli_proc_alive(p->pid, p->start))
-			return -ESRCH;
-		if (probe_once(&sa, why, sizeof(why)) == 0)
-			return 0;
-		if (ml_now_ns() >= p->deadline_ns)
-			break;
-		sleep_ms(100);
-	}
-	cli_err("ztunnel on %s is not ready after %d s: GET http://%s:%d/healthz/ready: %s; "
-		"see %s",
-		p->node, CLI_LAB_READY_TIMEOUT_MS / 1000, p->ip, CLI_ZT_PORT_READINESS, why,
-		p->log);
-	return -ETIMEDOUT;
-}
-
-static void print_tail(const char *path, unsigned lines)
-{
-	char buf[4096], *p;
-	unsigned seen = 0;
-	off_t size;
-	ssize_t n;
-	int fd;
-
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return;
-	size = lseek(fd, 0, SEEK_END);
-	if (size <= 0 || lseek(fd, ML_MAX(size - (off_t)sizeof(buf) + 1, (off_t)0), SEEK_SET) < 0 ||
-	    (n = read(fd, buf, sizeof(buf) - 1)) <= 0) {
-		(void)close(fd);
-		return;
-	}
-	(void)close(fd);
-	buf[n] = '\0';
-	p = buf + n;
-	if (p[-1] == '\n')
-		p--;
-	while (p > buf && !(p[-1] == '\n' && ++seen == lines))
-		p--;
-	fprintf(stderr, "--- last lines of %s ---\n%s%s", path, p, buf[n - 1] == '\n' ? "" : "\n");
-}
-
 int cli_lab_ztunnel_wait_ready(struct cli_lab *lab, json_t *node, uint64_t deadline_ns)
 {
 	json_t *zt = json_object_get(node, "ztunnel");
-	struct probe p = {
-		.node = cli_js(node, "name"),
+	char what[64];
+	struct cli_lab_probe p = {
+		.what = what,
+		.netns = cli_js(node, "netns"),
 		.ip = cli_js(node, "ip"),
+		.port = CLI_ZT_PORT_READINESS,
+		.path = "/healthz/ready",
 		.log = cli_js(zt, "log"),
 		.pid = (pid_t)cli_ji(zt, "pid"),
 		.start = (uint64_t)cli_ji(zt, "start_time"),
 		.deadline_ns = deadline_ns,
 	};
-	int r, status;
 
-	r = cli_netns_run(cli_js(node, "netns"), probe_fn, &p);
-	if (r == -ESRCH) {
-		char how[96] = "exited";
+	(void)lab;
+	snprintf(what, sizeof(what), "ztunnel on %s", cli_js(node, "name"));
+	return cli_lab_wait_ready(&p);
+}
 
-		/* It is our child: collect its status for the message. */
-		if (waitpid(p.pid, &status, WNOHANG) == p.pid)
-			cli_wait_str(status, how, sizeof(how));
-		cli_err("ztunnel on %s stopped before it was ready (%s); see %s", p.node, how,
-			p.log);
+struct converge {
+	const json_t *node;
+	const json_t *pods;
+	bool gone;
+	uint64_t deadline_ns;
+};
+
+static const json_t *find_by(const json_t *list, const char *key, const char *value)
+{
+	json_t *it;
+	size_t i;
+
+	json_array_foreach(list, i, it) {
+		const char *v = cli_js(it, key);
+
+		if (v && streq(v, value))
+			return it;
 	}
-	if (r < 0)
-		print_tail(p.log, 15);
+	return NULL;
+}
+
+/* What /config_dump @dump lacks for @c; NULL when nothing. */
+static const char *missing(const struct converge *c, const json_t *dump, char *buf, size_t len)
+{
+	const char *node = cli_js(c->node, "name");
+	json_t *pod;
+	size_t i;
+
+	json_array_foreach(c->pods, i, pod) {
+		const char *ns = cli_js(pod, "namespace"), *name = cli_js(pod, "name");
+		const char *want = cli_jb(pod, "enrolled") ? "HBONE" : "TCP";
+		const json_t *w, *cert;
+		char uid[600], id[600];
+
+		snprintf(uid, sizeof(uid), "%s//Pod/%s/%s", CLI_LAB_CLUSTER_ID, ns, name);
+		w = find_by(json_object_get(dump, "workloads"), "uid", uid);
+		if (c->gone) {
+			if (w) {
+				snprintf(buf, len, "it still lists pod %s/%s", ns, name);
+				return buf;
+			}
+			continue;
+		}
+		if (!w) {
+			snprintf(buf, len, "it does not list pod %s/%s", ns, name);
+			return buf;
+		}
+		if (!streq(cli_js(w, "protocol") ? cli_js(w, "protocol") : "", want)) {
+			snprintf(buf, len, "pod %s/%s is %s there, not %s", ns, name,
+				 cli_js(w, "protocol") ? cli_js(w, "protocol") : "?", want);
+			return buf;
+		}
+		if (!cli_jb(pod, "enrolled") || !streq(cli_js(pod, "node"), node))
+			continue;
+		cli_lab_identity(pod, id, sizeof(id));
+		cert = find_by(json_object_get(dump, "certificates"), "identity", id);
+		if (!cert || !cli_js(cert, "state") || !streq(cli_js(cert, "state"), "Available")) {
+			snprintf(buf, len, "its certificate for %s is %s", id,
+				 cert && cli_js(cert, "state") ? cli_js(cert, "state")
+							       : "not there");
+			return buf;
+		}
+	}
+	return NULL;
+}
+
+/* In the node's namespace: poll /config_dump until it shows what @arg wants. */
+static int converge_fn(void *arg)
+{
+	const struct converge *c = arg;
+	const char *ip = cli_js(c->node, "ip");
+	char why[700] = "no answer";
+
+	for (;;) {
+		char *body = NULL;
+		int status = 0, r;
+
+		r = cli_lab_http_get(ip, CLI_ZT_PORT_ADMIN, "/config_dump", 2000, &status, &body,
+				     why, sizeof(why));
+		if (r == 0 && status != 200) {
+			snprintf(why, sizeof(why), "/config_dump answered %d", status);
+		} else if (r == 0) {
+			json_t *dump = json_loads(body, 0, NULL);
+			const char *m = NULL;
+
+			if (!dump)
+				snprintf(why, sizeof(why), "/config_dump is not JSON");
+			else
+				m = missing(c, dump, why, sizeof(why));
+			json_decref(dump);
+			if (dump && !m) {
+				free(body);
+				return 0;
+			}
+		}
+		free(body);
+		if (ml_now_ns() >= c->deadline_ns)
+			break;
+		cli_lab_sleep_ms(50);
+	}
+	cli_err("ztunnel on %s (http://%s:%d/config_dump): %s", cli_js(c->node, "name"), ip,
+		CLI_ZT_PORT_ADMIN, why);
+	return -ETIMEDOUT;
+}
+
+int cli_lab_ztunnel_wait_pods(struct cli_lab *lab, const json_t *pods, bool gone,
+			      uint64_t deadline_ns)
+{
+	json_t *node;
+	size_t i;
+	int r = 0;
+
+	if (json_array_size(pods) == 0)
+		return 0;
+	/* One node after the other with one deadline: they converge in parallel anyway. */
+	json_array_foreach(json_object_get(lab->state, "nodes"), i, node) {
+		struct converge c = {
+			.node = node,
+			.pods = pods,
+			.gone = gone,
+			.deadline_ns = deadline_ns,
+		};
+		int rr;
+
+		if (!cli_lab_proc_alive(json_object_get(node, "ztunnel"))) {
+			cli_err("ztunnel on %s is not running; see %s", cli_js(node, "name"),
+				cli_js(json_object_get(node, "ztunnel"), "log"));
+			rr = -ESRCH;
+		} else {
+			rr = cli_netns_run(cli_js(node, "netns"), converge_fn, &c);
+		}
+		if (rr < 0 && r == 0)
+			r = rr;
+	}
 	return r;
 }

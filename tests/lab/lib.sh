@@ -8,6 +8,8 @@ set -euo pipefail
 : "${ZTUNNEL:?ZTUNNEL must point to the ztunnel binary (set by meson)}"
 : "${TESTPEER:?TESTPEER must point to ml-testpeer (set by meson)}"
 export MESHLITE_ZTUNNEL="$ZTUNNEL"
+# istiod-lite, for labs with --control-plane istiod (set by meson as ISTIOD)
+if [ -n "${ISTIOD:-}" ]; then export MESHLITE_ISTIOD="$ISTIOD"; fi
 
 LAB_NAME=""
 FAILS=0
@@ -34,7 +36,7 @@ on_exit() {
 	local rc=$?
 	if [ -n "$LAB_NAME" ] && [ $rc -ne 0 ] || [ $FAILS -ne 0 ]; then
 		# Show what the ztunnels said before the evidence is deleted.
-		for f in /run/meshlite/"$LAB_NAME"/node-*/ztunnel.log; do
+		for f in /run/meshlite/"$LAB_NAME"/node-*/ztunnel.log /run/meshlite/"$LAB_NAME"/istiod/istiod.log; do
 			[ -f "$f" ] && { echo "--- $f (tail)"; tail -n 30 "$f"; }
 		done
 	fi

@@ -51,8 +51,9 @@ leaf client client
 leaf other other
 sed "s|@DIR@|$dir|g" "$here/fixtures/authz/ztunnel.json" >"$dir/ztunnel.json"
 
-in_ns "$TESTPEER" echo-server 8081 >/dev/null 2>&1 &
-in_ns "$TESTPEER" echo-server 9090 >/dev/null 2>&1 &
+# nsenter execs the server itself, so the PIDs the cleanup kills are the servers' own
+nsenter --net=/run/netns/"$ns" -- "$TESTPEER" echo-server 8081 >/dev/null 2>&1 &
+nsenter --net=/run/netns/"$ns" -- "$TESTPEER" echo-server 9090 >/dev/null 2>&1 &
 # nsenter execs (no fork), so $! is ztunnel itself and gets the SIGTERM below
 nsenter --net=/run/netns/"$ns" -- "$ZTUNNEL" --config "$dir/ztunnel.json" >"$dir/ztunnel.log" 2>&1 &
 zt_pid=$!
