@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 /*
- * tc ingress programs that hand TCP connections to ztunnel without iptables:
+ * tc ingress programs that hand TCP connections to ztunnel without netfilter rules:
  * bpf_sk_assign() picks the socket, skb->mark + one fwmark rule make the stack deliver the
  * packet locally instead of forwarding it (ip_forward() drops any skb that carries a socket).
  *
