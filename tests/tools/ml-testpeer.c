@@ -465,7 +465,13 @@ static int cmd_probe(const char *addr)
 		puts(errno == ECONNREFUSED ? "refused" : "error");
 		return 0;
 	}
-	(void)send(fd, "probe\n", 6, MSG_NOSIGNAL);
+	/* A reset that arrives before this send is reported by the send (and consumed: the
+	 * recv after it would then see a plain end of stream), so look at both. */
+	if (send(fd, "probe\n", 6, MSG_NOSIGNAL) < 0) {
+		puts(errno == ECONNRESET || errno == EPIPE ? "reset" : "error");
+		close(fd);
+		return 0;
+	}
 	char buf[64];
 	ssize_t r = recv(fd, buf, sizeof(buf), 0);
 	if (r > 0)
