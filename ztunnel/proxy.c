@@ -283,13 +283,15 @@ static void tunnel_detach(struct zt_conn *c)
  */
 static void conn_finish(struct zt_conn *c, const char *error, bool abort)
 {
+	bool was_open = c->state == C_OPEN;
+
 	if (error)
 		conn_seterr(c, "%s", error);
 	c->state = C_DONE;
 	if (c->t && c->stream_live) {
 		/* A stream that has not ended in both directions cannot end cleanly any more;
-		 * an error response already ended it. */
-		if (!(c->responded && c->state != C_OPEN) &&
+		 * an error response (answered before the tunnel opened) already ended it. */
+		if (!(c->responded && !was_open) &&
 		    (abort || !(c->app_fin_seen && c->tun_fin_seen)))
 			(void)ml_hbone_reset(c->t->h2, c->sid, 8 /* CANCEL */);
 		tunnel_mark_dirty(c->t);
