@@ -1004,11 +1004,28 @@ static bool slice_targets(const struct ctx *c, const struct svc *sv, const struc
 static int workload_services(struct ctx *c, const struct ctl_obj *pod, Istio__Workload__Workload *w)
 {
 	const json_t *labels = labels_of(pod->json);
+	char prefix[300];
+	int plen = snprintf(prefix, sizeof(prefix), "%s/", pod->ns);
+	size_t lo = 0, hi = c->n_svcs, end;
 
-	w->services = ctl_arena_alloc(c->a, (c->n_svcs + 1) * sizeof(*w->services));
+	if (plen < 0 || (size_t)plen >= sizeof(prefix))
+		return -EINVAL;
+	/* c->svcs is sorted by "<ns>/<hostname>" (svc_cmp), so a namespace's services are
+	 * one contiguous run: find it instead of scanning every service for every pod. */
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (strcmp(c->svcs[mid].key, prefix) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (end = lo; end < c->n_svcs && strncmp(c->svcs[end].key, prefix, (size_t)plen) == 0;
+	     end++)
+		;
+	w->services = ctl_arena_alloc(c->a, (end - lo + 1) * sizeof(*w->services));
 	if (!w->services)
 		return -ENOMEM;
-	for (size_t i = 0; i < c->n_svcs; i++) {
+	for (size_t i = lo; i < end; i++) {
 		const struct svc *sv = &c->svcs[i];
 		if (!streq(sv->o->ns, pod->ns))
 			continue;
