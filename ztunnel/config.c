@@ -160,7 +160,7 @@ static int parse_workload(json_t *o, unsigned idx, const char *default_td, struc
 	}
 	if (zt_workload_finish(w) < 0) {
 		r = fail(err, errlen, -EINVAL, "workloads[%u]: identity %s is not a valid SPIFFE ID", idx,
-			 w->spiffe);
+			 w->spiffe ? w->spiffe : "?");
 		goto out;
 	}
 	*ret = w;

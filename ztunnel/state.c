@@ -28,9 +28,15 @@ struct zt_workload *zt_workload_ref(const struct zt_workload *cw)
 
 int zt_workload_finish(struct zt_workload *w)
 {
-	snprintf(w->spiffe, sizeof(w->spiffe), "spiffe://%s/ns/%s/sa/%s",
-		 w->trust_domain ? w->trust_domain : "cluster.local", w->ns ? w->ns : "",
-		 w->service_account ? w->service_account : "default");
+	char *id;
+	/* Allocated to size: a workload is held once per pod in the cluster, so the 2 KiB a
+	 * fixed SPIFFE buffer would take dominates its footprint (perf/ctl-bench). */
+	if (asprintf(&id, "spiffe://%s/ns/%s/sa/%s",
+		     w->trust_domain ? w->trust_domain : "cluster.local", w->ns ? w->ns : "",
+		     w->service_account ? w->service_account : "default") < 0)
+		return -ENOMEM;
+	free(w->spiffe);
+	w->spiffe = id;
 	return ml_spiffe_parse(w->spiffe, strlen(w->spiffe), &w->identity);
 }
 
@@ -39,6 +45,7 @@ struct zt_workload *zt_workload_unref(const struct zt_workload *cw)
 	struct zt_workload *w = (struct zt_workload *)cw;
 	if (!w || --w->refs > 0)
 		return NULL;
+	free(w->spiffe);
 	free(w->uid);
 	free(w->name);
 	free(w->ns);

@@ -37,7 +37,7 @@ struct zt_workload {
 	char **authz_policies;
 	unsigned nauthz_policies;
 	struct ml_spiffe_id identity;
-	char spiffe[ML_SPIFFE_MAX + 1]; /* spiffe://td/ns/<ns>/sa/<sa> */
+	char *spiffe; /* spiffe://td/ns/<ns>/sa/<sa>, set by zt_workload_finish() */
 };
 
 struct zt_cert {

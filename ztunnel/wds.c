@@ -122,7 +122,7 @@ static int convert(const Istio__Workload__Workload *pw, struct zt_workload **ret
 	}
 	if (zt_workload_finish(w) < 0) {
 		r = fail(err, errlen, "workload %s: identity %s is not a valid SPIFFE ID", pw->uid,
-			 w->spiffe);
+			 w->spiffe ? w->spiffe : "?");
 		goto out;
 	}
 	*ret = w;
