@@ -628,26 +628,11 @@ static int parse_args(int argc, char **argv, struct config *c)
 			c->serving_ttl_s = v;
 			break;
 		}
-		case 'F': {
-			enum ml_log_format f;
-			if (ml_log_parse_format(optarg, &f) < 0) {
-				fprintf(stderr,
-					"istiod-lite: unknown log format '%s' (text or json)\n",
-					optarg);
+		case 'F':
+		case 'L':
+			if (ml_log_apply_option("istiod-lite", o == 'F', optarg) < 0)
 				return 2;
-			}
-			ml_log_set_format(f);
 			break;
-		}
-		case 'L': {
-			enum ml_log_level lv;
-			if (ml_log_parse_level(optarg, &lv) < 0) {
-				fprintf(stderr, "istiod-lite: unknown log level '%s'\n", optarg);
-				return 2;
-			}
-			ml_log_set_level(lv);
-			break;
-		}
 		case 'h':
 			usage(stdout);
 			return 1;

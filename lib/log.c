@@ -480,3 +480,24 @@ void ml_logf(enum ml_log_level lvl, const char *scope, const char *fmt, ...)
 		 NULL, 0);
 	errno = saved_errno;
 }
+
+int ml_log_apply_option(const char *prog, bool is_format, const char *value)
+{
+	if (is_format) {
+		enum ml_log_format f;
+		if (ml_log_parse_format(value, &f) < 0) {
+			fprintf(stderr, "%s: unknown log format '%s' (text or json)\n", prog, value);
+			return -EINVAL;
+		}
+		ml_log_set_format(f);
+		return 0;
+	}
+	enum ml_log_level lv;
+	if (ml_log_parse_level(value, &lv) < 0) {
+		fprintf(stderr, "%s: unknown log level '%s' (debug, info, warn or error)\n", prog,
+			value);
+		return -EINVAL;
+	}
+	ml_log_set_level(lv);
+	return 0;
+}

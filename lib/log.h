@@ -43,6 +43,10 @@ void ml_log_set_fd(int fd);
 int ml_log_parse_level(const char *s, enum ml_log_level *ret);
 int ml_log_parse_format(const char *s, enum ml_log_format *ret);
 bool ml_log_enabled(enum ml_log_level lvl);
+/* The daemons' --log-format / --log-level options: parse @value and apply it. On a bad value
+ * prints "<prog>: unknown log format 'x' (text or json)" (or level) to stderr and returns
+ * -EINVAL, so every daemon rejects the same way. */
+int ml_log_apply_option(const char *prog, bool is_format, const char *value);
 
 /* Fields with a NULL string value are omitted. */
 void ml_log_fields(enum ml_log_level lvl, const char *scope, const char *msg,

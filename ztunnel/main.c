@@ -428,24 +428,11 @@ int main(int argc, char **argv)
 		case 'c':
 			config = optarg;
 			break;
-		case 'F': {
-			enum ml_log_format f;
-			if (ml_log_parse_format(optarg, &f) < 0) {
-				fprintf(stderr, "ztunnel: unknown log format '%s' (text or json)\n", optarg);
+		case 'F':
+		case 'L':
+			if (ml_log_apply_option("ztunnel", o == 'F', optarg) < 0)
 				return 2;
-			}
-			ml_log_set_format(f);
 			break;
-		}
-		case 'L': {
-			enum ml_log_level lv;
-			if (ml_log_parse_level(optarg, &lv) < 0) {
-				fprintf(stderr, "ztunnel: unknown log level '%s'\n", optarg);
-				return 2;
-			}
-			ml_log_set_level(lv);
-			break;
-		}
 		case 'D': {
 			char *end;
 			errno = 0;

@@ -408,12 +408,27 @@ START_TEST(test_threads)
 }
 END_TEST
 
+START_TEST(test_apply_option)
+{
+	ck_assert_int_eq(ml_log_apply_option("t", true, "json"), 0);
+	ck_assert_int_eq(ml_log_apply_option("t", true, "xml"), -EINVAL);
+	ck_assert_int_eq(ml_log_apply_option("t", false, "warn"), 0);
+	ck_assert(!ml_log_enabled(ML_LOG_INFO));
+	ck_assert(ml_log_enabled(ML_LOG_ERROR));
+	ck_assert_int_eq(ml_log_apply_option("t", false, "loud"), -EINVAL);
+	ck_assert(!ml_log_enabled(ML_LOG_INFO)); /* a bad value changes nothing */
+	ck_assert_int_eq(ml_log_apply_option("t", false, "info"), 0);
+	ck_assert_int_eq(ml_log_apply_option("t", true, "text"), 0);
+}
+END_TEST
+
 static Suite *log_suite(void)
 {
 	Suite *s = suite_create("log");
 	TCase *tc = tcase_create("core");
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, test_text_access_line);
+	tcase_add_test(tc, test_apply_option);
 	tcase_add_test(tc, test_text_no_fields);
 	tcase_add_loop_test(tc, test_text_quoting, 0, (int)ARRAY_SIZE(quoting));
 	tcase_add_test(tc, test_text_message_escaping);
