@@ -40,6 +40,8 @@
 #define CLI_LAB_TRUST_DOMAIN "cluster.local"
 #define CLI_LAB_CLUSTER_ID "Kubernetes"
 #define CLI_LAB_CNI_PATH "/usr/lib/cni"
+/* Each node's pinned BPF objects: <root>/<lab>/<node> (one bpffs for all the lab's nodes). */
+#define CLI_LAB_BPF_ROOT "/sys/fs/bpf/meshlite"
 #define CLI_LAB_STOP_TIMEOUT_MS 5000
 #define CLI_LAB_READY_TIMEOUT_MS 10000
 #define CLI_LAB_DATAPLANE_MODE_LABEL "istio.io/dataplane-mode"
@@ -50,6 +52,7 @@
 #define CLI_ZT_PORT_ADMIN 15000
 #define CLI_ZT_PORT_METRICS 15020
 #define CLI_ZT_PORT_READINESS 15021
+#define CLI_ZT_PORT_INBOUND_PLAIN 15006
 
 /* The control plane (--control-plane istiod): istiod-lite in the fabric namespace, on an
  * address of the fabric bridge that every node reaches over its uplink. The nodes are
@@ -216,11 +219,9 @@ int cli_lab_ztunnel_wait_ready(struct cli_lab *lab, json_t *node, uint64_t deadl
 int cli_lab_ztunnel_wait_pods(struct cli_lab *lab, const json_t *pods, bool gone,
 			      uint64_t deadline_ns);
 
-/* lab_capture.c: eBPF traffic capture, run inside the node's namespace. */
-int cli_lab_capture_node(const char *node_netns, const char *uplink);
-/* @cni_result: the pod's CNI ADD result; its "ips" are the only sources the pod may use. */
-int cli_lab_capture_pod(const char *node_netns, const char *host_if, const json_t *cni_result);
-int cli_lab_capture_detach(const char *node_netns, const char *ifname);
+/* lab_capture.c: what is left of a node's capture after its namespace is gone: the node
+ * agent's pinned enrollment map under CLI_LAB_BPF_ROOT/<lab>/<node>. */
+int cli_lab_capture_unpin(const struct cli_lab *lab, const json_t *node);
 
 /* lab_pod.c: the environment and command line of a pod's container (lab up and lab exec),
  * NULL-terminated, with Kubernetes' $(VAR) expansion; NULL on OOM. */
@@ -241,8 +242,8 @@ int cli_lab_pod_create(struct cli_lab *lab, json_t *pod);
 int cli_lab_pod_start(struct cli_lab *lab, json_t *pod);
 /* Containers that failed at once, said before the summary. */
 void cli_lab_pod_report_exits(const struct cli_lab *lab, const json_t *pods);
-/* Attach or detach the pod's capture program to match @enrolled (a stand-in for the node
- * agent's enrollment); recorded in "enrolled" and "capture". */
+/* Record whether the pod should be in the mesh ("enrolled"); its node agent does the rest
+ * when the control plane says so. */
 int cli_lab_pod_set_enrolled(struct cli_lab *lab, json_t *pod, bool enrolled);
 /* CNI DEL with the saved ADD result; tolerates a node that is gone. */
 void cli_lab_pod_cni_del(struct cli_lab *lab, json_t *pod, bool quiet);

@@ -4,11 +4,10 @@
  * kubectl changes a cluster. Objects are written to (removed from) istiod-lite's store,
  * which it watches; a Pod is also run (stopped) as its node's kubelet and CNI would.
  *
- * A namespace or pod label that changes whether a running pod is enrolled attaches or
- * detaches the pod's capture program in its node. That is the node agent's job (issue 4)
- * and the lab stands in for it, in the order that never sends a pod's traffic to a ztunnel
- * that cannot carry it: leaving pods are detached before the store changes; joining pods
- * are attached once every ztunnel has learned them and their node holds their certificate.
+ * A namespace or pod label that changes whether a running pod is enrolled reaches its
+ * node the way it does in a cluster: istiod-lite pushes the workload with its new tunnel
+ * protocol, and the node agent in that node's ztunnel switches the pod's capture in the
+ * enrollment map. lab apply only waits until every ztunnel shows the result.
  */
 #include "lab-internal.h"
 
@@ -39,14 +38,14 @@ static void apply_usage(FILE *f)
 		"as kubectl apply would: Namespaces, ServiceAccounts, Services, EndpointSlices,\n"
 		"AuthorizationPolicies, PeerAuthentications, Gateways and HTTPRoutes are written\n"
 		"to istiod-lite's store (STATE/store); a new Pod is run like lab up runs one\n"
-		"(network namespace, CNI ADD, capture when enrolled, status into the store, then\n"
-		"its containers once every ztunnel knows it). For a Pod that exists only its\n"
-		"labels change.\n"
+		"(network namespace, CNI ADD through the node's chain with meshlite-cni, status\n"
+		"into the store, then its containers once every ztunnel knows it). For a Pod\n"
+		"that exists only its labels change.\n"
 		"\n"
 		"When a namespace's or a pod's istio.io/dataplane-mode label changes whether a\n"
-		"running pod is in the mesh, its capture program is attached or detached in its\n"
-		"node. This stands in for the node agent (issue 4, not written yet): a pod\n"
-		"leaves the mesh before the store changes, and joins once the ztunnels have it.\n"
+		"running pod is in the mesh, istiod-lite pushes the change and the node agent in\n"
+		"the pod's ztunnel turns its capture on or off, without restarting it; lab apply\n"
+		"returns once every ztunnel shows the new state.\n"
 		"\n"
 		"  -f, --filename PATH  a YAML/JSON file, or a directory of *.yaml|*.yml|*.json\n"
 		"      --name NAME      lab name (default \"lab\")\n"
@@ -394,9 +393,8 @@ static int set_enrolled(struct cli_lab *lab, const json_t *pods, bool enrolled)
 		r = cli_lab_pod_set_enrolled(lab, pod, enrolled);
 		if (r < 0)
 			return r;
-		printf("Pod %s/%s %s the mesh (capture %s on %s)\n", cli_js(pod, "namespace"),
-		       cli_js(pod, "name"), enrolled ? "joined" : "left",
-		       enrolled ? "attached" : "detached", cli_js(pod, "node"));
+		printf("Pod %s/%s %s the mesh (on %s)\n", cli_js(pod, "namespace"),
+		       cli_js(pod, "name"), enrolled ? "joined" : "left", cli_js(pod, "node"));
 	}
 	return 0;
 }

@@ -149,25 +149,20 @@ static void cni_del(struct cli_lab *lab, bool quiet)
 		cli_lab_pod_cni_del(lab, pod, quiet);
 }
 
-static void detach_capture(struct cli_lab *lab)
+/* The programs went with the interfaces; the nodes' pinned maps are left. */
+static int unpin_capture(struct cli_lab *lab)
 {
 	json_t *it;
 	size_t i;
+	int r = 0;
 
-	json_array_foreach(json_object_get(lab->state, "pods"), i, it) {
-		json_t *node = cli_lab_node(lab, cli_js(it, "node"));
-
-		if (!cli_jb(it, "capture") || !node)
-			continue;
-		(void)cli_lab_capture_detach(cli_js(node, "netns"), cli_js(it, "host_interface"));
-		json_object_set_new(it, "capture", json_false());
-	}
 	json_array_foreach(json_object_get(lab->state, "nodes"), i, it) {
-		if (!cli_jb(it, "capture"))
-			continue;
-		(void)cli_lab_capture_detach(cli_js(it, "netns"), cli_js(it, "uplink"));
-		json_object_set_new(it, "capture", json_false());
+		int rr = cli_lab_capture_unpin(lab, it);
+
+		if (rr < 0 && r == 0)
+			r = rr;
 	}
+	return r;
 }
 
 static int remove_namespaces(struct cli_lab *lab, bool quiet)
@@ -250,9 +245,10 @@ int cli_lab_teardown(struct cli_lab *lab, bool quiet)
 	if (!quiet)
 		warn_strangers(lab);
 	cni_del(lab, quiet);
-	detach_capture(lab);
 	(void)cli_lab_save(lab);
 	r = remove_namespaces(lab, quiet);
+	if (r == 0)
+		r = unpin_capture(lab);
 	if (r < 0) {
 		cli_err("lab '%s': state kept in %s/state.json; run lab down again to retry",
 			lab->name, lab->dir);

@@ -36,7 +36,7 @@ void cli_lab_cni_rt(const json_t *pod, const json_t *node, char *netns, size_t n
 		.netns = netns,
 		.ifname = POD_IFNAME,
 		.args = args,
-		.cni_path = CLI_LAB_CNI_PATH,
+		.cni_path = cli_js(node, "cni_path") ? cli_js(node, "cni_path") : CLI_LAB_CNI_PATH,
 		.exec_netns = cli_js(node, "netns"),
 	};
 }
@@ -93,8 +93,6 @@ int cli_lab_pod_create(struct cli_lab *lab, json_t *pod)
 	    json_object_set_new(pod, "cni_result", result) < 0)
 		return -ENOMEM;
 	r = cli_lab_save(lab);
-	if (r == 0 && cli_jb(pod, "enrolled"))
-		r = cli_lab_pod_set_enrolled(lab, pod, true);
 	/* The kubelet reports the sandbox's address once the network is up. */
 	if (r == 0 && cli_lab_has_istiod(lab)) {
 		r = cli_lab_store_put_pod(lab, pod);
@@ -107,28 +105,7 @@ int cli_lab_pod_create(struct cli_lab *lab, json_t *pod)
 
 int cli_lab_pod_set_enrolled(struct cli_lab *lab, json_t *pod, bool enrolled)
 {
-	json_t *node = cli_lab_node(lab, cli_js(pod, "node"));
-	const char *host_if = cli_js(pod, "host_interface");
-	int r = 0;
-
-	if (enrolled && !cli_jb(pod, "capture")) {
-		r = cli_lab_capture_pod(cli_js(node, "netns"), host_if,
-					json_object_get(pod, "cni_result"));
-		if (r < 0) {
-			cli_err("pod %s/%s: cannot capture its traffic on %s",
-				cli_js(pod, "namespace"), cli_js(pod, "name"), host_if);
-			return r;
-		}
-	} else if (!enrolled && cli_jb(pod, "capture")) {
-		r = cli_lab_capture_detach(cli_js(node, "netns"), host_if);
-		if (r < 0) {
-			cli_err("pod %s/%s: cannot stop capturing its traffic on %s",
-				cli_js(pod, "namespace"), cli_js(pod, "name"), host_if);
-			return r;
-		}
-	}
-	if (json_object_set_new(pod, "capture", json_boolean(enrolled)) < 0 ||
-	    json_object_set_new(pod, "enrolled", json_boolean(enrolled)) < 0)
+	if (json_object_set_new(pod, "enrolled", json_boolean(enrolled)) < 0)
 		return -ENOMEM;
 	return cli_lab_save(lab);
 }

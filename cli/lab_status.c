@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "common.h"
 #include "netns.h"
@@ -28,8 +30,80 @@ static void proc_str(const json_t *o, char *buf, size_t len)
 			 cli_lab_proc_alive(o) ? "running" : "exited");
 }
 
+/* ---- capture state, from each node agent's /config_dump ---- */
+
+struct cap_fetch {
+	const char *ip;
+	int fd; /* memfd shared with the child that enters the node */
+};
+
+static int cap_fetch_fn(void *arg)
+{
+	const struct cap_fetch *f = arg;
+	char why[256], *body = NULL;
+	json_t *dump, *pods;
+	int status = 0, r;
+
+	r = cli_lab_http_get(f->ip, CLI_ZT_PORT_ADMIN, "/config_dump", 1000, &status, &body, why,
+			     sizeof(why));
+	if (r < 0 || status != 200) {
+		free(body);
+		return r < 0 ? r : -EIO;
+	}
+	dump = json_loads(body, 0, NULL);
+	free(body);
+	pods = json_object_get(dump, "pods");
+	r = pods ? json_dumpfd(pods, f->fd, JSON_COMPACT) : -EBADMSG;
+	json_decref(dump);
+	return r < 0 ? -EIO : 0;
+}
+
+/* {"<pod uid>": {"state", "reason", ...}} over every node whose ztunnel answers. */
+static json_t *capture_states(const struct cli_lab *lab)
+{
+	json_t *all = json_object(), *node;
+	size_t i;
+
+	json_array_foreach(json_object_get(lab->state, "nodes"), i, node) {
+		struct cap_fetch f = { .ip = cli_js(node, "ip") };
+		json_t *pods, *p;
+		size_t j;
+
+		if (!all || !cli_lab_proc_alive(json_object_get(node, "ztunnel")))
+			continue;
+		f.fd = memfd_create("capture", MFD_CLOEXEC);
+		if (f.fd < 0)
+			continue;
+		if (cli_netns_run(cli_js(node, "netns"), cap_fetch_fn, &f) == 0 &&
+		    lseek(f.fd, 0, SEEK_SET) == 0) {
+			pods = json_loadfd(f.fd, 0, NULL);
+			json_array_foreach(pods, j, p) {
+				if (cli_js(p, "container_id"))
+					json_object_set(all, cli_js(p, "container_id"), p);
+			}
+			json_decref(pods);
+		}
+		close(f.fd);
+	}
+	return all;
+}
+
+/* "enrolled", "pending: <reason>", ... or "?" when its node agent did not answer */
+static void capture_str(const json_t *caps, const json_t *pod, char *buf, size_t len)
+{
+	const json_t *c = json_object_get(caps, or_dash(cli_js(pod, "uid")));
+
+	if (!c)
+		snprintf(buf, len, "?");
+	else if (cli_js(c, "reason") && !streq(or_dash(cli_js(c, "state")), "enrolled"))
+		snprintf(buf, len, "%s (%s)", or_dash(cli_js(c, "state")), cli_js(c, "reason"));
+	else
+		snprintf(buf, len, "%s", or_dash(cli_js(c, "state")));
+}
+
 void cli_lab_print(const struct cli_lab *lab, FILE *out)
 {
+	json_t *caps = capture_states(lab);
 	json_t *it, *c;
 	size_t i, j;
 
@@ -58,9 +132,10 @@ void cli_lab_print(const struct cli_lab *lab, FILE *out)
 			or_dash(cli_js(it, "netns")), or_dash(cli_js(it, "ip")), p,
 			or_dash(cli_js(zt, "admin")));
 	}
-	fprintf(out, "\n%-28s %-8s %-12s %-9s %s\n", "POD", "NODE", "IP", "ENROLLED", "CONTAINERS");
+	fprintf(out, "\n%-28s %-8s %-12s %-9s %-14s %s\n", "POD", "NODE", "IP", "ENROLLED",
+		"CAPTURE", "CONTAINERS");
 	json_array_foreach(json_object_get(lab->state, "pods"), i, it) {
-		char pod[300], ctrs[512] = "";
+		char pod[300], ctrs[512] = "", cap[512];
 		size_t off = 0;
 
 		snprintf(pod, sizeof(pod), "%s/%s", or_dash(cli_js(it, "namespace")),
@@ -76,9 +151,11 @@ void cli_lab_print(const struct cli_lab *lab, FILE *out)
 				break;
 			off += (size_t)n;
 		}
-		fprintf(out, "%-28s %-8s %-12s %-9s %s\n", pod, or_dash(cli_js(it, "node")),
-			or_dash(cli_js(it, "ip")), cli_jb(it, "enrolled") ? "yes" : "no", ctrs);
+		capture_str(caps, it, cap, sizeof(cap));
+		fprintf(out, "%-28s %-8s %-12s %-9s %-14s %s\n", pod, or_dash(cli_js(it, "node")),
+			or_dash(cli_js(it, "ip")), cli_jb(it, "enrolled") ? "yes" : "no", cap, ctrs);
 	}
+	json_decref(caps);
 }
 
 static json_t *proc_json(const json_t *o)
@@ -116,8 +193,9 @@ static json_t *node_json(const json_t *node)
 	return o;
 }
 
-static json_t *pod_json(const json_t *pod)
+static json_t *pod_json(const json_t *pod, const json_t *caps)
 {
+	const json_t *cap = json_object_get(caps, or_dash(cli_js(pod, "uid")));
 	static const char *const keys[] = {
 		"namespace",	   "name",	    "uid", "node", "netns", "ip",
 		"service_account", "host_interface"};
@@ -128,6 +206,8 @@ static json_t *pod_json(const json_t *pod)
 	json_object_set_new(o, "netns_present",
 			    json_boolean(cli_netns_exists(or_dash(cli_js(pod, "netns")))));
 	json_object_set_new(o, "enrolled", json_boolean(cli_jb(pod, "enrolled")));
+	/* the node agent's view: {state, reason, ...}, null when its ztunnel did not answer */
+	json_object_set_new(o, "capture", cap ? json_deep_copy(cap) : json_null());
 	json_array_foreach(json_object_get(pod, "containers"), i, c) {
 		json_t *ct = json_object();
 
@@ -159,13 +239,14 @@ static json_t *cp_json(const struct cli_lab *lab)
  * failures leave fields out; the caller checks the result as a whole. */
 static json_t *status_json(const struct cli_lab *lab)
 {
-	json_t *nodes = json_array(), *pods = json_array(), *it;
+	json_t *nodes = json_array(), *pods = json_array(), *it, *caps = capture_states(lab);
 	size_t i;
 
 	json_array_foreach(json_object_get(lab->state, "nodes"), i, it)
 		json_array_append_new(nodes, node_json(it));
 	json_array_foreach(json_object_get(lab->state, "pods"), i, it)
-		json_array_append_new(pods, pod_json(it));
+		json_array_append_new(pods, pod_json(it, caps));
+	json_decref(caps);
 	return json_pack("{s:s, s:s?, s:s, s:o, s:o, s:o}", "name", lab->name, "phase",
 			 cli_js(lab->state, "phase"), "state_dir", lab->dir, "control_plane",
 			 cp_json(lab), "nodes", nodes, "pods", pods);
@@ -178,7 +259,9 @@ static void usage(FILE *f)
 		   "Show the lab's control plane, nodes, ztunnels and pods, and whether their\n"
 		   "processes run. --json prints {name, phase, state_dir, control_plane: {mode,\n"
 		   "pid, alive, xds, metrics, log, store, binary}, nodes: [...], pods: [...]}\n"
-		   "(control_plane fields other than mode are null for a static lab).\n"
+		   "(control_plane fields other than mode are null for a static lab). A pod's\n"
+		   "\"capture\" is its node agent's view ({state: enrolled|not_enrolled|pending|\n"
+		   "failed, reason, ...}, from the node's /config_dump; null if it did not answer).\n"
 		   "\n"
 		   "      --json           machine-readable output\n"
 		   "      --name NAME      lab name (default \"lab\")\n"

@@ -8,6 +8,7 @@
 #include "lab-internal.h"
 
 #include <dirent.h>
+#include <libgen.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -160,8 +161,9 @@ static const char *or_empty(const char *s)
 
 /* The plan: every node and pod with the names it will have, before anything exists. */
 static int plan(struct cli_lab *lab, const struct up_opts *o, json_t *pods, const char *zt,
-		const char *istiod)
+		const char *istiod, const char *cni)
 {
+	char cni_path[PATH_MAX], cni_dir[PATH_MAX];
 	char buf[PATH_MAX], fabric[64];
 	json_t *nodes = json_array(), *pod;
 	size_t i;
@@ -177,8 +179,13 @@ static int plan(struct cli_lab *lab, const struct up_opts *o, json_t *pods, cons
 			   : json_object_set_new(lab->state, "control_plane",
 						 json_pack("{s:s}", "mode", "static")) < 0)
 		return -ENOMEM;
+	/* the reference plugins, and meshlite-cni wherever it was found */
+	snprintf(cni_dir, sizeof(cni_dir), "%s", cni);
+	if (cli_fmt(cni_path, sizeof(cni_path), "%s:%s", CLI_LAB_CNI_PATH, dirname(cni_dir)) < 0)
+		return -ENAMETOOLONG;
 	for (unsigned k = 1; k <= o->nodes; k++) {
 		char name[16], ns[96], ip[32], cidr[32], port[32], dir[64];
+		char bpf_dir[PATH_MAX], state_dir[PATH_MAX];
 		json_t *conflist, *node;
 
 		snprintf(name, sizeof(name), "node-%u", k);
@@ -187,20 +194,26 @@ static int plan(struct cli_lab *lab, const struct up_opts *o, json_t *pods, cons
 		snprintf(cidr, sizeof(cidr), "10.244.%u.0/24", k);
 		snprintf(port, sizeof(port), "veth-%s", name);
 		snprintf(dir, sizeof(dir), "ipam/%s", name);
-		if (cli_lab_path(lab, buf, sizeof(buf), "%s", dir) < 0)
+		if (cli_lab_path(lab, buf, sizeof(buf), "%s", dir) < 0 ||
+		    cli_lab_path(lab, state_dir, sizeof(state_dir), "%s/cni", name) < 0 ||
+		    cli_fmt(bpf_dir, sizeof(bpf_dir), "%s/%s/%s", CLI_LAB_BPF_ROOT, lab->name,
+			    name) < 0)
 			return -ENAMETOOLONG;
-		/* What a runtime on node k would be configured with: ptp + host-local, our own
-		 * IPAM dir so labs never share allocations. */
+		/* What a runtime on node k would be configured with: ptp + host-local (our own
+		 * IPAM dir so labs never share allocations), then meshlite-cni with the node's
+		 * pinned objects and pod registry, which its ztunnel's node agent watches. */
 		conflist =
 			json_pack("{s:s, s:s, s:[{s:s, s:b, s:{s:s, s:[[{s:s}]], s:s, "
-				  "s:[{s:s}]}}]}",
+				  "s:[{s:s}]}}, {s:s, s:s, s:s}]}",
 				  "cniVersion", "1.0.0", "name", "meshlite-lab", "plugins", "type",
 				  "ptp", "ipMasq", 0, "ipam", "type", "host-local", "ranges",
-				  "subnet", cidr, "dataDir", buf, "routes", "dst", "0.0.0.0/0");
-		node = json_pack("{s:s, s:i, s:s, s:s, s:s, s:s, s:s, s:b, s:o, s:{s:s}}", "name",
-				 name, "index", (int)k, "netns", ns, "ip", ip, "pod_cidr", cidr,
-				 "uplink", NODE_UPLINK, "fabric_port", port, "capture", 0,
-				 "cni_conflist", conflist, "ztunnel", "binary", zt);
+				  "subnet", cidr, "dataDir", buf, "routes", "dst", "0.0.0.0/0",
+				  "type", "meshlite-cni", "bpfDir", bpf_dir, "stateDir", state_dir);
+		node = json_pack("{s:s, s:i, s:s, s:s, s:s, s:s, s:s, s:o, s:s, s:s, s:s, s:{s:s}}",
+				 "name", name, "index", (int)k, "netns", ns, "ip", ip, "pod_cidr",
+				 cidr, "uplink", NODE_UPLINK, "fabric_port", port, "cni_conflist",
+				 conflist, "cni_path", cni_path, "bpf_dir", bpf_dir, "cni_state_dir",
+				 state_dir, "ztunnel", "binary", zt);
 		if (!node || json_array_append_new(nodes, node) < 0)
 			return -ENOMEM;
 	}
@@ -339,12 +352,7 @@ static int create_node(struct cli_lab *lab, json_t *node)
 		cli_err("cannot set up %s (network namespace %s)", cli_js(node, "name"), ns);
 		return r;
 	}
-	r = cli_lab_capture_node(ns, NODE_UPLINK);
-	if (r < 0) {
-		cli_err("cannot set up traffic capture in %s", cli_js(node, "name"));
-		return r;
-	}
-	json_object_set_new(node, "capture", json_true());
+	/* capture: meshlite-cni per pod, the node agent in ztunnel for the rest */
 	return cli_lab_save(lab);
 }
 
@@ -518,7 +526,7 @@ static int load_input(const struct up_opts *o, json_t **ret_pods, json_t **ret_o
 int cli_lab_up(int argc, char **argv)
 {
 	struct cli_lab lab = {.dir_fd = -1};
-	char zt[PATH_MAX], istiod[PATH_MAX] = "";
+	char zt[PATH_MAX], istiod[PATH_MAX] = "", cni[PATH_MAX];
 	json_t *pods = NULL, *objects = NULL;
 	bool created_dir;
 	struct up_opts o;
@@ -539,6 +547,8 @@ int cli_lab_up(int argc, char **argv)
 	/* Everything that can be checked is checked before anything is created. */
 	if (cli_lab_find_program(o.ztunnel, "--ztunnel", "MESHLITE_ZTUNNEL", "ztunnel/ztunnel",
 				 "ztunnel", zt, sizeof(zt)) < 0 ||
+	    cli_lab_find_program(NULL, "--cni", "MESHLITE_CNI", "cni-plugin/meshlite-cni",
+				 "meshlite-cni", cni, sizeof(cni)) < 0 ||
 	    (o.with_istiod && cli_lab_find_program(o.istiod, "--istiod", "MESHLITE_ISTIOD",
 						   "istiod-lite/istiod-lite", "istiod-lite", istiod,
 						   sizeof(istiod)) < 0) ||
@@ -553,7 +563,7 @@ int cli_lab_up(int argc, char **argv)
 	if (r == 0)
 		r = prepare_dir(&lab);
 	if (r == 0)
-		r = plan(&lab, &o, pods, zt, istiod);
+		r = plan(&lab, &o, pods, zt, istiod, cni);
 	if (r == 0)
 		r = check_names_free(&lab);
 	json_decref(pods);

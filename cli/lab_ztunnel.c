@@ -23,7 +23,7 @@ static json_t *listen_obj(void)
 	} ls[] = {
 		{"outbound", CLI_ZT_PORT_OUTBOUND},   {"inbound", CLI_ZT_PORT_INBOUND},
 		{"admin", CLI_ZT_PORT_ADMIN},	      {"metrics", CLI_ZT_PORT_METRICS},
-		{"readiness", CLI_ZT_PORT_READINESS},
+		{"readiness", CLI_ZT_PORT_READINESS}, {"inbound_plaintext", CLI_ZT_PORT_INBOUND_PLAIN},
 	};
 	json_t *o = json_object();
 	char addr[32];
@@ -166,8 +166,15 @@ int cli_lab_ztunnel_config(struct cli_lab *lab, json_t *node)
 		return r;
 	}
 	conf = cli_lab_has_istiod(lab) ? xds_config(lab, node) : static_config(lab, name);
-	if (!conf)
+	/* the node agent: what meshlite-cni was configured with on this node */
+	if (!conf || json_object_set_new(conf, "node_agent",
+					 json_pack("{s:s, s:s, s:s}", "bpf_dir",
+						   cli_js(node, "bpf_dir"), "cni_dir",
+						   cli_js(node, "cni_state_dir"), "uplink",
+						   cli_js(node, "uplink"))) < 0) {
+		json_decref(conf);
 		return -ENOMEM;
+	}
 	text = json_dumps(conf, JSON_INDENT(2));
 	json_decref(conf);
 	if (!text)
@@ -288,7 +295,19 @@ static const char *missing(const struct converge *c, const json_t *dump, char *b
 				 cli_js(w, "protocol") ? cli_js(w, "protocol") : "?", want);
 			return buf;
 		}
-		if (!cli_jb(pod, "enrolled") || !streq(cli_js(pod, "node"), node))
+		if (!streq(cli_js(pod, "node"), node))
+			continue;
+		/* its node agent has put the pod's capture in the state the control plane says */
+		const json_t *ap = find_by(json_object_get(dump, "pods"), "container_id",
+					   cli_js(pod, "uid"));
+		const char *want_cap = cli_jb(pod, "enrolled") ? "enrolled" : "not_enrolled";
+		if (!ap || !cli_js(ap, "state") || !streq(cli_js(ap, "state"), want_cap)) {
+			snprintf(buf, len, "its node agent has pod %s/%s %s, not %s", ns, name,
+				 ap && cli_js(ap, "state") ? cli_js(ap, "state") : "unregistered",
+				 want_cap);
+			return buf;
+		}
+		if (!cli_jb(pod, "enrolled"))
 			continue;
 		cli_lab_identity(pod, id, sizeof(id));
 		cert = find_by(json_object_get(dump, "certificates"), "identity", id);

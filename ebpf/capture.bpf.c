@@ -4,11 +4,14 @@
  * bpf_sk_assign() picks the socket, skb->mark + one fwmark rule make the stack deliver the
  * packet locally instead of forwarding it (ip_forward() drops any skb that carries a socket).
  *
- * capture_pod:  ingress of an enrolled pod's host-side veth (packets leaving the pod). Also
- *               drops every packet whose source is not one of the pod's addresses: ztunnel
- *               picks the workload identity from the source address, and the assign happens
- *               before routing, so rp_filter never sees these packets.
- * capture_node: ingress of the node's uplink (HBONE arriving for pods on this node).
+ * capture_pod:  ingress of every pod's host-side veth (packets leaving the pod). Drops every
+ *               packet whose source is not one of the pod's addresses: ztunnel picks the
+ *               workload identity from the source address, and the assign happens before
+ *               routing, so rp_filter never sees these packets. Then, by the enrollment map
+ *               (capture.h): connections of enrolled pods to 15001, plaintext from this pod
+ *               to an enrolled pod of the node to 15006.
+ * capture_node: ingress of the node's uplink: traffic for enrolled pods of this node, HBONE
+ *               to 15008, plaintext to 15006.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_endian.h>
@@ -44,6 +47,7 @@
 /* Overridable through skel->rodata before load (tests use other ports). */
 const volatile __u16 outbound_port = MESHLITE_CAPTURE_OUTBOUND_PORT;
 const volatile __u16 inbound_port = MESHLITE_CAPTURE_INBOUND_PORT;
+const volatile __u16 inbound_plain_port = MESHLITE_CAPTURE_INBOUND_PLAIN_PORT;
 const volatile __u32 capture_mark = MESHLITE_CAPTURE_MARK;
 
 /*
@@ -63,6 +67,14 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } ml_cap_stats_v1 SEC(".maps");
+
+/* The node's enrollment map: the loader reuses the pinned one (ebpf_enroll_open()). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MESHLITE_ENROLL_MAX);
+	__type(key, struct ebpf_enroll_key);
+	__type(value, __u32);
+} ml_enroll_v1 SEC(".maps");
 
 /*
  * Not ours: let the next tc filter, if any, decide (TCX_NEXT semantics); with no other
@@ -313,10 +325,53 @@ static __always_inline bool pod_source_ok(const struct pkt *p)
 	return false;
 }
 
+static __always_inline __u32 enroll_state(const struct pkt *p, bool src)
+{
+	struct ebpf_enroll_key k = {};
+	__u32 *v;
+
+	if (p->v6) {
+		k.family = 10; /* AF_INET6 */
+		__builtin_memcpy(k.addr, src ? p->tuple.ipv6.saddr : p->tuple.ipv6.daddr, 16);
+	} else {
+		k.family = 2; /* AF_INET */
+		k.addr[0] = src ? p->tuple.ipv4.saddr : p->tuple.ipv4.daddr;
+	}
+	v = bpf_map_lookup_elem(&ml_enroll_v1, &k);
+	return v ? *v : EBPF_ENROLL_NONE;
+}
+
+/* What the enrollment map makes of a packet (capture.h). */
+enum mode {
+	MODE_PASS,
+	MODE_OUTBOUND, /* from an enrolled pod */
+	MODE_INBOUND,  /* to an enrolled pod */
+	MODE_PENDING,  /* from or to a pod whose state is not known yet */
+};
+
+static __always_inline enum mode packet_mode(const struct pkt *p, bool pod)
+{
+	__u32 src = pod ? enroll_state(p, true) : EBPF_ENROLL_NONE;
+	__u32 dst;
+
+	if (src == EBPF_ENROLL_ENROLLED)
+		return MODE_OUTBOUND;
+	if (src == EBPF_ENROLL_PENDING)
+		return MODE_PENDING;
+	dst = enroll_state(p, false);
+	if (dst == EBPF_ENROLL_ENROLLED)
+		return MODE_INBOUND;
+	if (dst == EBPF_ENROLL_PENDING)
+		return MODE_PENDING;
+	return MODE_PASS;
+}
+
 static __always_inline int capture(struct __sk_buff *skb, bool pod)
 {
 	struct pkt p = {};
 	struct bpf_sock *sk;
+	enum mode mode;
+	__be16 dport;
 	__u16 port;
 	int ret;
 
@@ -326,34 +381,26 @@ static __always_inline int capture(struct __sk_buff *skb, bool pod)
 		count(EBPF_CAPTURE_STAT_SPOOFED);
 		return TC_ACT_SHOT;
 	}
-	switch (ret) {
-	case PARSE_TCP:
-		break;
-	case PARSE_UNKNOWN:
-		if (!pod)
+	if (ret != PARSE_TCP && ret != PARSE_UNKNOWN)
+		return VERDICT_PASS;
+	mode = packet_mode(&p, pod);
+	if (ret == PARSE_UNKNOWN) {
+		if (mode == MODE_PASS)
 			return VERDICT_PASS;
-		/* fail closed: whatever this is must not leave the pod unproxied */
+		/* fail closed: whatever this is must not get past ztunnel unproxied */
 		count(EBPF_CAPTURE_STAT_UNPARSED);
 		return TC_ACT_SHOT;
-	default:
-		return VERDICT_PASS;
-	}
-
-	port = pod ? outbound_port : inbound_port;
-	if (!pod) {
-		__be16 dport = p.v6 ? p.tuple.ipv6.dport : p.tuple.ipv4.dport;
-
-		if (dport != bpf_htons(port))
-			return VERDICT_PASS;
 	}
 
 	/*
-	 * An existing connection: ztunnel's accepted transparent sockets (local address = the
-	 * original destination), its own connections to the pod, or a request socket
-	 * (TCP_NEW_SYN_RECV: the handshake's last ACK goes through the listener's queue).
-	 * A listener matched by the 4-tuple is not ours (it listens on the original port).
-	 * A new SYN meeting TIME_WAIT goes to our listener: the TIME_WAIT socket would only
-	 * look for a listener on the original port and answer with a stale ACK.
+	 * An existing connection, whatever the map says now (a pod that left the mesh keeps
+	 * the connections ztunnel carries for it): ztunnel's accepted transparent sockets
+	 * (local address = the original destination), its own connections to the pod, or a
+	 * request socket (TCP_NEW_SYN_RECV: the handshake's last ACK goes through the
+	 * listener's queue). A listener matched by the 4-tuple is not ours (it listens on the
+	 * original port). A new SYN meeting TIME_WAIT goes on to our listener: the TIME_WAIT
+	 * socket would only look for a listener on the original port and answer with a stale
+	 * ACK.
 	 */
 	sk = lookup(skb, &p);
 	if (sk) {
@@ -361,8 +408,25 @@ static __always_inline int capture(struct __sk_buff *skb, bool pod)
 			return assign(skb, sk, false);
 		bpf_sk_release(sk);
 	}
-	if (!p.syn)
-		return VERDICT_PASS; /* e.g. a stray segment; the peer's stack answers it */
+	if (mode == MODE_PASS)
+		return VERDICT_PASS;
+	if (!p.syn || mode == MODE_PENDING) {
+		/*
+		 * A mesh segment that belongs to no ztunnel socket (ztunnel restarted, or the
+		 * connection predates enrollment), or a new connection of a pod whose state is
+		 * not known yet: never let it through in plaintext.
+		 */
+		count(p.syn ? EBPF_CAPTURE_STAT_PENDING : EBPF_CAPTURE_STAT_ORPHAN);
+		return TC_ACT_SHOT;
+	}
+
+	dport = p.v6 ? p.tuple.ipv6.dport : p.tuple.ipv4.dport;
+	if (mode == MODE_OUTBOUND)
+		port = outbound_port;
+	else if (dport == bpf_htons(inbound_port))
+		port = inbound_port;
+	else
+		port = inbound_plain_port;
 
 	/* The listener: same tuple with the destination unspecified and our port. */
 	if (p.v6) {
@@ -378,7 +442,7 @@ static __always_inline int capture(struct __sk_buff *skb, bool pod)
 			return assign(skb, sk, true);
 		bpf_sk_release(sk);
 	}
-	/* ztunnel is down: never let the connection leave in plaintext */
+	/* ztunnel is down: never let the connection through in plaintext */
 	count(EBPF_CAPTURE_STAT_NO_LISTENER);
 	return TC_ACT_SHOT;
 }

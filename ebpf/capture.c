@@ -2,9 +2,13 @@
 /* Loader for capture.bpf.c: tc attach/detach/query in our own handle/priority slot. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <linux/limits.h>
 #include <net/if.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <bpf/bpf.h>
@@ -115,8 +119,198 @@ static int pod_addrs_check(const struct ebpf_pod_addrs *addrs)
 	return 0;
 }
 
+/* ---- the enrollment map ---- */
+
+static int enroll_path(const char *pin_dir, char *buf, size_t len)
+{
+	int n;
+
+	if (!pin_dir || !*pin_dir)
+		return -EINVAL;
+	n = snprintf(buf, len, "%s/%s", pin_dir, MESHLITE_ENROLL_MAP);
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+/* mkdir -p @dir, 0700 for what it creates; the bpffs mount itself must exist. */
+static int mkdir_p(const char *dir)
+{
+	char buf[PATH_MAX];
+	size_t n = strlen(dir);
+
+	if (n == 0 || n >= sizeof(buf))
+		return -ENAMETOOLONG;
+	memcpy(buf, dir, n + 1);
+	for (size_t i = 1; i <= n; i++) {
+		if (buf[i] != '/' && buf[i] != '\0')
+			continue;
+		buf[i] = '\0';
+		if (mkdir(buf, 0700) < 0 && errno != EEXIST)
+			return -errno;
+		if (i < n)
+			buf[i] = '/';
+	}
+	return 0;
+}
+
+/* Is @fd our enrollment map? */
+static int enroll_check(int fd)
+{
+	struct bpf_map_info info;
+	__u32 len = sizeof(info);
+
+	memset(&info, 0, sizeof(info));
+	if (bpf_obj_get_info_by_fd(fd, &info, &len))
+		return -errno;
+	if (info.type != BPF_MAP_TYPE_HASH || info.key_size != sizeof(struct ebpf_enroll_key) ||
+	    info.value_size != sizeof(__u32) || info.max_entries != MESHLITE_ENROLL_MAX)
+		return -EBADF;
+	return 0;
+}
+
+int ebpf_enroll_open(const char *pin_dir, bool create)
+{
+	char path[PATH_MAX];
+	int fd, err;
+
+	err = enroll_path(pin_dir, path, sizeof(path));
+	if (err)
+		return err;
+	for (int attempt = 0; attempt < 2; attempt++) {
+		fd = bpf_obj_get(path);
+		if (fd >= 0) {
+			err = enroll_check(fd);
+			if (err) {
+				(void)close(fd);
+				return err;
+			}
+			return fd;
+		}
+		err = -errno;
+		if (err != -ENOENT || !create)
+			return err;
+		err = mkdir_p(pin_dir);
+		if (err)
+			return err;
+		LIBBPF_OPTS(bpf_map_create_opts, opts);
+		fd = bpf_map_create(BPF_MAP_TYPE_HASH, MESHLITE_ENROLL_MAP,
+				    sizeof(struct ebpf_enroll_key), sizeof(__u32), MESHLITE_ENROLL_MAX,
+				    &opts);
+		if (fd < 0)
+			return -errno;
+		if (bpf_obj_pin(fd, path) == 0)
+			return fd;
+		err = -errno;
+		(void)close(fd);
+		if (err != -EEXIST)
+			return err;
+		/* someone else pinned one first: use theirs */
+	}
+	return -EEXIST;
+}
+
+int ebpf_enroll_unpin(const char *pin_dir)
+{
+	char path[PATH_MAX];
+	int err = enroll_path(pin_dir, path, sizeof(path));
+
+	if (err)
+		return err;
+	if (unlink(path) < 0 && errno != ENOENT)
+		return -errno;
+	if (rmdir(pin_dir) < 0 && errno != ENOENT && errno != ENOTEMPTY && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+int ebpf_enroll_key_from_str(struct ebpf_enroll_key *k, const char *addr)
+{
+	char buf[INET6_ADDRSTRLEN];
+	size_t n;
+
+	if (!k || !addr)
+		return -EINVAL;
+	n = strcspn(addr, "/");
+	if (n == 0 || n >= sizeof(buf))
+		return -EINVAL;
+	memcpy(buf, addr, n);
+	buf[n] = '\0';
+	memset(k, 0, sizeof(*k));
+	if (inet_pton(AF_INET, buf, k->addr) == 1) {
+		k->family = AF_INET;
+		return 0;
+	}
+	if (inet_pton(AF_INET6, buf, k->addr) == 1) {
+		k->family = AF_INET6;
+		return 0;
+	}
+	return -EINVAL;
+}
+
+const char *ebpf_enroll_key_str(const struct ebpf_enroll_key *k, char *buf, size_t len)
+{
+	if (!inet_ntop(k->family == AF_INET6 ? AF_INET6 : AF_INET, k->addr, buf, (socklen_t)len))
+		snprintf(buf, len, "?");
+	return buf;
+}
+
+int ebpf_enroll_set(int map_fd, const struct ebpf_enroll_key *k, enum ebpf_enroll_state st,
+		    bool only_if_absent)
+{
+	__u32 v = st;
+
+	if (st != EBPF_ENROLL_ENROLLED && st != EBPF_ENROLL_PENDING)
+		return -EINVAL;
+	if (k->family != AF_INET && k->family != AF_INET6)
+		return -EINVAL;
+	if (bpf_map_update_elem(map_fd, k, &v, only_if_absent ? BPF_NOEXIST : BPF_ANY))
+		return -errno;
+	return 0;
+}
+
+int ebpf_enroll_del(int map_fd, const struct ebpf_enroll_key *k)
+{
+	if (bpf_map_delete_elem(map_fd, k) && errno != ENOENT)
+		return -errno;
+	return 0;
+}
+
+int ebpf_enroll_get(int map_fd, const struct ebpf_enroll_key *k)
+{
+	__u32 v;
+
+	if (bpf_map_lookup_elem(map_fd, k, &v))
+		return errno == ENOENT ? EBPF_ENROLL_NONE : -errno;
+	return (int)v;
+}
+
+int ebpf_enroll_foreach(int map_fd,
+			int (*fn)(const struct ebpf_enroll_key *k, enum ebpf_enroll_state st, void *ud),
+			void *ud)
+{
+	struct ebpf_enroll_key cur, next;
+	bool first = true;
+	__u32 v;
+	int r;
+
+	/* the map is small (one entry per pod address of the node) */
+	for (;;) {
+		if (bpf_map_get_next_key(map_fd, first ? NULL : &cur, &next))
+			return errno == ENOENT ? 0 : -errno;
+		first = false;
+		cur = next;
+		if (bpf_map_lookup_elem(map_fd, &cur, &v))
+			continue; /* deleted meanwhile */
+		r = fn(&cur, (enum ebpf_enroll_state)v, ud);
+		if (r)
+			return r;
+	}
+}
+
+/* ---- tc attachment ---- */
+
 /* @addrs: the pod's sources for EBPF_CAPTURE_POD (checked), NULL for EBPF_CAPTURE_NODE. */
-static int attach(int ifindex, enum ebpf_capture_kind kind, const struct ebpf_pod_addrs *addrs)
+static int attach(int ifindex, enum ebpf_capture_kind kind, const struct ebpf_pod_addrs *addrs,
+		  int enroll_fd)
 {
 	struct bpf_tc_hook hook;
 	struct bpf_tc_opts opts;
@@ -127,12 +321,20 @@ static int attach(int ifindex, enum ebpf_capture_kind kind, const struct ebpf_po
 	err = ifindex_check(ifindex);
 	if (err)
 		return err;
+	/* without the node's map the program would see every pod as not enrolled */
+	err = enroll_fd >= 0 ? enroll_check(enroll_fd) : -EBADF;
+	if (err)
+		return err;
 
 	skel = capture_bpf__open();
 	if (!skel)
 		return errno ? -errno : -ENOMEM;
+	err = bpf_map__reuse_fd(skel->maps.ml_enroll_v1, enroll_fd);
+	if (err)
+		goto cleanup;
 	skel->rodata->outbound_port = MESHLITE_CAPTURE_OUTBOUND_PORT;
 	skel->rodata->inbound_port = MESHLITE_CAPTURE_INBOUND_PORT;
+	skel->rodata->inbound_plain_port = MESHLITE_CAPTURE_INBOUND_PLAIN_PORT;
 	skel->rodata->capture_mark = MESHLITE_CAPTURE_MARK;
 	if (addrs) {
 		skel->rodata->pod_n4 = addrs->n4;
@@ -165,21 +367,21 @@ cleanup:
 	return err;
 }
 
-int ebpf_capture_attach_pod(int ifindex, const struct ebpf_pod_addrs *addrs)
+int ebpf_capture_attach_pod(int ifindex, const struct ebpf_pod_addrs *addrs, int enroll_fd)
 {
 	int err = pod_addrs_check(addrs);
 
 	if (err)
 		return err;
-	return attach(ifindex, EBPF_CAPTURE_POD, addrs);
+	return attach(ifindex, EBPF_CAPTURE_POD, addrs, enroll_fd);
 }
 
-int ebpf_capture_attach(int ifindex, enum ebpf_capture_kind kind)
+int ebpf_capture_attach(int ifindex, enum ebpf_capture_kind kind, int enroll_fd)
 {
 	/* a pod program without the pod's addresses would let any source through */
 	if (kind != EBPF_CAPTURE_NODE)
 		return -EINVAL;
-	return attach(ifindex, kind, NULL);
+	return attach(ifindex, kind, NULL, enroll_fd);
 }
 
 int ebpf_capture_detach(int ifindex)

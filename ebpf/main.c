@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <bpf/libbpf.h>
 
@@ -16,20 +17,27 @@
 #define PROG "meshlite-capture"
 
 static const char usage[] =
-	"Usage: " PROG " [-v] COMMAND\n"
+	"Usage: " PROG " [-v] [--bpf-dir DIR] COMMAND\n"
 	"\n"
 	"Capture an interface's TCP traffic into ztunnel with tc + bpf_sk_assign, in the\n"
-	"current network namespace (run it under \"ip netns exec NODE\").\n"
+	"current network namespace (run it under \"ip netns exec NODE\"). What is captured\n"
+	"follows the node's enrollment map, pinned as DIR/ml_enroll_v1 (created if missing).\n"
 	"\n"
 	"Commands:\n"
 	"  attach pod IFNAME --addr IP [--addr IP]...\n"
-	"                       capture connections leaving a pod (its host-side veth)\n"
-	"                       into the listener on :15001; no listener: SYNs dropped.\n"
+	"                       the program for a pod's host-side veth: connections of an\n"
+	"                       enrolled pod go to the listener on :15001, plaintext to an\n"
+	"                       enrolled pod of the node to :15006; no listener: dropped.\n"
 	"                       IP (or IP/LEN) are the pod's own addresses, at least one,\n"
 	"                       up to 4 per family: anything the pod sends from another\n"
 	"                       source is dropped (ARP, IPv6 link-local and ::-sourced\n"
 	"                       ICMPv6 to multicast excepted)\n"
-	"  attach node IFNAME   capture HBONE (dport 15008) arriving on the node's uplink\n"
+	"  attach node IFNAME   the program for the node's uplink: traffic for enrolled pods,\n"
+	"                       HBONE (dport 15008) to :15008, anything else to :15006\n"
+	"  enroll IP enrolled|pending|none\n"
+	"                       set a pod address's state in the enrollment map\n"
+	"  enroll list          print the enrollment map\n"
+	"  unpin                remove the pinned enrollment map\n"
 	"  detach IFNAME        remove our filter (succeeds if none is attached)\n"
 	"  status IFNAME        print whether our filter is attached, its counters and, for\n"
 	"                       a pod, its allowed sources; exit status 0 if attached, 1 if not\n"
@@ -38,6 +46,7 @@ static const char usage[] =
 	"\n"
 	"Options:\n"
 	"  -v, --verbose        show libbpf's messages (verifier log on load failures)\n"
+	"  --bpf-dir DIR        pinned objects of the node (default " EBPF_PIN_DIR_DEFAULT ")\n"
 	"  -h, --help           show this help\n";
 
 static const char *const stat_names[EBPF_CAPTURE_STAT_MAX] = {
@@ -47,9 +56,12 @@ static const char *const stat_names[EBPF_CAPTURE_STAT_MAX] = {
 	[EBPF_CAPTURE_STAT_ASSIGN_ERR] = "assign_errors",
 	[EBPF_CAPTURE_STAT_UNPARSED] = "dropped_unparsed",
 	[EBPF_CAPTURE_STAT_SPOOFED] = "dropped_spoofed",
+	[EBPF_CAPTURE_STAT_PENDING] = "dropped_pending",
+	[EBPF_CAPTURE_STAT_ORPHAN] = "dropped_orphan",
 };
 
 static bool verbose;
+static const char *bpf_dir = EBPF_PIN_DIR_DEFAULT;
 
 __attribute__((format(printf, 2, 0))) static int libbpf_print(enum libbpf_print_level level,
 							      const char *fmt, va_list ap)
@@ -149,13 +161,69 @@ static int cmd_attach(int argc, char **argv)
 	ifindex = ifindex_of(pos[1]);
 	if (!ifindex)
 		return fail(errno, "attach to %s", pos[1]);
+	int map = ebpf_enroll_open(bpf_dir, true);
+	if (map < 0)
+		return fail(map, "enrollment map in %s", bpf_dir);
 	if (k == EBPF_CAPTURE_POD)
-		err = ebpf_capture_attach_pod(ifindex, &addrs);
+		err = ebpf_capture_attach_pod(ifindex, &addrs, map);
 	else
-		err = ebpf_capture_attach(ifindex, k);
+		err = ebpf_capture_attach(ifindex, k, map);
+	(void)close(map);
 	if (err)
 		return fail(err, "attach to %s", pos[1]);
 	return EXIT_SUCCESS;
+}
+
+static const char *state_name(int st)
+{
+	return st == EBPF_ENROLL_ENROLLED ? "enrolled"
+	       : st == EBPF_ENROLL_PENDING ? "pending"
+					   : "none";
+}
+
+static int print_entry(const struct ebpf_enroll_key *k, enum ebpf_enroll_state st, void *ud)
+{
+	char buf[INET6_ADDRSTRLEN];
+	(void)ud;
+
+	printf("%s %s\n", ebpf_enroll_key_str(k, buf, sizeof(buf)), state_name((int)st));
+	return 0;
+}
+
+static int cmd_enroll(int argc, char **argv)
+{
+	struct ebpf_enroll_key k;
+	int map, err;
+
+	if (argc == 2 && strcmp(argv[1], "list") == 0) {
+		map = ebpf_enroll_open(bpf_dir, false);
+		if (map == -ENOENT)
+			return EXIT_SUCCESS; /* nothing pinned: nothing enrolled */
+		if (map < 0)
+			return fail(map, "enrollment map in %s", bpf_dir);
+		err = ebpf_enroll_foreach(map, print_entry, NULL);
+		(void)close(map);
+		return err ? fail(err, "reading the enrollment map") : EXIT_SUCCESS;
+	}
+	if (argc != 3)
+		return usage_error("enroll: expected IP enrolled|pending|none, or list");
+	if (ebpf_enroll_key_from_str(&k, argv[1]))
+		return usage_error("enroll: not an IP address");
+	if (strcmp(argv[2], "none") != 0 && strcmp(argv[2], "enrolled") != 0 &&
+	    strcmp(argv[2], "pending") != 0)
+		return usage_error("enroll: state must be enrolled, pending or none");
+	map = ebpf_enroll_open(bpf_dir, true);
+	if (map < 0)
+		return fail(map, "enrollment map in %s", bpf_dir);
+	if (strcmp(argv[2], "none") == 0)
+		err = ebpf_enroll_del(map, &k);
+	else
+		err = ebpf_enroll_set(map, &k,
+				      strcmp(argv[2], "enrolled") == 0 ? EBPF_ENROLL_ENROLLED
+								       : EBPF_ENROLL_PENDING,
+				      false);
+	(void)close(map);
+	return err ? fail(err, "enroll %s", argv[1]) : EXIT_SUCCESS;
 }
 
 static int cmd_detach(const char *ifname)
@@ -241,6 +309,8 @@ int main(int argc, char **argv)
 		}
 		if (strcmp(argv[i], "-v") == 0 || strcmp(argv[i], "--verbose") == 0)
 			verbose = true;
+		else if (strcmp(argv[i], "--bpf-dir") == 0 && i + 1 < argc)
+			bpf_dir = argv[++i];
 		else
 			return usage_error("unknown option");
 	}
@@ -256,6 +326,13 @@ int main(int argc, char **argv)
 		return cmd_status(argv[1]);
 	if (argc == 2 && strcmp(argv[0], "routing") == 0)
 		return cmd_routing(argv[1]);
+	if (argc >= 1 && strcmp(argv[0], "enroll") == 0)
+		return cmd_enroll(argc, argv);
+	if (argc == 1 && strcmp(argv[0], "unpin") == 0) {
+		int err = ebpf_enroll_unpin(bpf_dir);
+
+		return err ? fail(err, "unpin %s", bpf_dir) : EXIT_SUCCESS;
+	}
 	if (argc == 0)
 		return usage_error("missing command");
 	return usage_error("unknown command or wrong number of arguments");

@@ -317,8 +317,35 @@ int zt_config_load(const char *path, struct zt_state **ret, char *err, size_t er
 	    (r = listen_addr(listen, "admin", "127.0.0.1:15000", &st->listen_admin, err, errlen)) < 0 ||
 	    (r = listen_addr(listen, "metrics", "0.0.0.0:15020", &st->listen_metrics, err, errlen)) < 0 ||
 	    (r = listen_addr(listen, "readiness", "0.0.0.0:15021", &st->listen_readiness, err,
-			     errlen)) < 0)
+			     errlen)) < 0 ||
+	    (r = listen_addr(listen, "inbound_plaintext", "0.0.0.0:15006", &st->listen_inbound_plain,
+			     err, errlen)) < 0)
 		goto out;
+
+	json_t *agent = json_object_get(root, "node_agent");
+	if (agent && !json_is_null(agent)) {
+		if (!json_is_object(agent)) {
+			r = fail(err, errlen, -EINVAL, "%s: node_agent must be an object", path);
+			goto out;
+		}
+		st->agent = calloc(1, sizeof(*st->agent));
+		if (!st->agent) {
+			r = -ENOMEM;
+			goto out;
+		}
+		if ((r = opt_str(agent, "bpf_dir", &st->agent->bpf_dir)) < 0 ||
+		    (r = opt_str(agent, "cni_dir", &st->agent->cni_dir)) < 0 ||
+		    (r = opt_str(agent, "uplink", &st->agent->uplink)) < 0) {
+			r = fail(err, errlen, r, "%s: node_agent.bpf_dir, .cni_dir, .uplink must be strings",
+				 path);
+			goto out;
+		}
+		if ((!st->agent->bpf_dir && !(st->agent->bpf_dir = strdup("/sys/fs/bpf/meshlite"))) ||
+		    (!st->agent->cni_dir && !(st->agent->cni_dir = strdup("/run/meshlite/cni")))) {
+			r = -ENOMEM;
+			goto out;
+		}
+	}
 
 	json_t *xds = json_object_get(root, "xds");
 	if (xds && !json_is_null(xds) && (r = parse_xds(st, xds, err, errlen)) < 0) {

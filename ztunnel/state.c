@@ -106,6 +106,13 @@ struct zt_state *zt_state_free(struct zt_state *st)
 	free(st->listen_admin);
 	free(st->listen_metrics);
 	free(st->listen_readiness);
+	free(st->listen_inbound_plain);
+	if (st->agent) {
+		free(st->agent->bpf_dir);
+		free(st->agent->cni_dir);
+		free(st->agent->uplink);
+		free(st->agent);
+	}
 	free(st);
 	return NULL;
 }

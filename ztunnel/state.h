@@ -68,10 +68,19 @@ struct zt_xds_config {
 	char *roots_pem;  /* the contents of root_cert */
 };
 
+/* The "node_agent" object: eBPF capture and the CNI plugin's pod registry. */
+struct zt_agent_config {
+	char *bpf_dir; /* pinned objects (the enrollment map) */
+	char *cni_dir; /* meshlite-cni's stateDir (files in <cni_dir>/pods) */
+	char *uplink;  /* the node's uplink interface (capture_node); NULL: none */
+};
+
 struct zt_state {
 	char *node, *cluster_id, *trust_domain, *root_cert_path;
 	struct zt_xds_config *xds; /* NULL: static configuration only */
 	char *listen_outbound, *listen_inbound, *listen_admin, *listen_metrics, *listen_readiness;
+	char *listen_inbound_plain; /* 15006; NULL: no plaintext inbound listener */
+	struct zt_agent_config *agent; /* NULL: no node agent (no capture on this node) */
 	struct zt_workload **workloads;
 	unsigned nworkloads;
 	struct zt_cert *certs;
