@@ -579,7 +579,12 @@ struct zt_agent *zt_agent_new(struct ml_loop *l, struct zt_state *st, struct ml_
 	if (a->map_fd < 0) {
 		r = a->map_fd;
 		snprintf(err, errlen, "enrollment map %s/%s: %s%s", cfg->bpf_dir, MESHLITE_ENROLL_MAP,
-			 strerror(-r), r == -EBADF ? " (a pinned object of another kind is in the way)" : "");
+			 strerror(-r),
+			 r == -EBADF ? " (a pinned object of another kind is in the way)"
+			 : r == -ENOENT || r == -EPERM
+				 ? " (is a bpffs mounted there? `ip netns exec` remounts /sys "
+				   "without it: enter the network namespace with nsenter --net)"
+				 : "");
 		goto fail;
 	}
 	if (cfg->uplink) {

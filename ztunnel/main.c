@@ -7,10 +7,13 @@
 #include <sys/signalfd.h>
 
 #include "admin.h"
+#include "agent.h"
 #include "authz.h"
 #include "authz_decode.h"
+#include "capture.h"
 #include "ca_client.h"
 #include "common.h"
+#include "dashboard.h"
 #include "json.h"
 #include "log.h"
 #include "loop.h"
@@ -28,6 +31,7 @@ struct ztunnel {
 	struct ml_tls_ctx *cp_tls; /* to istiod: the mesh roots, no certificate */
 	struct zt_xds *xds;
 	struct zt_ca *ca;
+	struct zt_agent *agent; /* NULL: no node agent configured */
 	struct ml_admin *admin, *metrics, *ready;
 	bool is_ready, stopping;
 	int sfd;
@@ -139,6 +143,8 @@ static void config_dump(struct ztunnel *z, struct ml_admin_rsp *rsp)
 		zt_ca_dump(z->ca, &j);
 	ml_json_arr_end(&j);
 	zt_proxy_dump(z->proxy, &j);
+	if (z->agent)
+		zt_agent_dump(z->agent, &j);
 	ml_json_obj_end(&j);
 	(void)ml_buf_puts(&rsp->body, "\n");
 	if (ml_json_error(&j) < 0) {
@@ -157,7 +163,8 @@ static bool path_is(const struct ml_http1_req *req, const char *path)
 
 static void serve_metrics(struct ztunnel *z, struct ml_admin_rsp *rsp)
 {
-	if (ml_metrics_render(z->m.reg, &rsp->body) < 0) {
+	if (ml_metrics_render(z->m.reg, &rsp->body) < 0 ||
+	    zt_dashboard_process_metrics(&rsp->body) < 0) {
 		rsp->status = 500;
 		return;
 	}
@@ -243,6 +250,9 @@ static void debug_authz(struct ztunnel *z, const struct ml_http1_req *req, struc
 static void admin_handler(const struct ml_http1_req *req, struct ml_admin_rsp *rsp, void *ud)
 {
 	struct ztunnel *z = ud;
+	const struct zt_dashboard_src dash = { .st = z->st, .m = &z->m, .proxy = z->proxy };
+	if (zt_dashboard_serve(req, rsp, &dash))
+		return; /* /dashboard, /dashboard/data */
 	if (path_is(req, "/config_dump"))
 		config_dump(z, rsp);
 	else if (path_is(req, "/metrics") || path_is(req, "/stats/prometheus"))
@@ -257,6 +267,7 @@ static void admin_handler(const struct ml_http1_req *req, struct ml_admin_rsp *r
 			"meshlite ztunnel admin\n"
 			"  /config_dump     workloads, policies, xDS state, certificates,\n"
 			"                   connections\n"
+			"  /dashboard       live node dashboard (data: /dashboard/data)\n"
 			"  /metrics         Prometheus metrics\n"
 			"  /healthz/ready   readiness\n"
 			"  /debug/authz?src=<ip|spiffe id>&dst=<ip>&port=<n>\n"
@@ -355,6 +366,7 @@ static void xds_updated(void *ud)
 	struct ztunnel *z = ud;
 
 	(void)authz_refresh(z);
+	zt_agent_reconcile(z->agent); /* pods may have joined or left the mesh */
 
 	zt_ca_sync(z->ca); /* workloads on this node may have come or gone */
 }
@@ -496,11 +508,26 @@ int main(int argc, char **argv)
 		       ML_LS("error", "out of memory"));
 		return 1;
 	}
-	const struct zt_proxy_opts po = { .authz = z.authz };
+	/* With the node agent, capture is in place: inbound connects from the client's address
+	 * and same-node tunnels are delivered by the capture mark. */
+	const struct zt_proxy_opts po = {
+		.authz = z.authz,
+		.preserve_source = z.st->agent != NULL,
+		.local_mark = z.st->agent ? MESHLITE_CAPTURE_MARK : 0,
+	};
 	z.proxy = zt_proxy_new(z.l, z.st, &z.m, &po, err, sizeof(err));
 	if (!z.proxy) {
 		ml_log(ML_LOG_ERROR, "ztunnel", "cannot start the proxy", ML_LS("error", err));
 		return 1;
+	}
+	/* after the listeners: a pod the agent enrolls finds them there */
+	if (z.st->agent) {
+		z.agent = zt_agent_new(z.l, z.st, z.m.reg, err, sizeof(err));
+		if (!z.agent) {
+			ml_log(ML_LOG_ERROR, "ztunnel", "cannot start the node agent",
+			       ML_LS("error", err));
+			return 1;
+		}
 	}
 	z.admin = ml_admin_new(z.l, z.st->listen_admin, admin_handler, &z, err, sizeof(err));
 	if (z.admin)
@@ -535,6 +562,7 @@ int main(int argc, char **argv)
 	zt_proxy_shutdown(z.proxy);
 	z.xds = zt_xds_free(z.xds);
 	z.ca = zt_ca_free(z.ca);
+	z.agent = zt_agent_free(z.agent);
 	ml_admin_free(z.admin);
 	ml_admin_free(z.metrics);
 	ml_admin_free(z.ready);

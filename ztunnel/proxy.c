@@ -11,8 +11,20 @@
  * Inbound: a tunnel captured on <pod-ip>:15008 is terminated with the certificate of the
  * pod owning the destination IP; the client must present a mesh certificate. Each CONNECT
  * is validated (400 for a bad request or an authority that is not the connection's
- * destination, 503 for an unknown target or a failed upstream connect) and relayed to the
- * pod.
+ * destination, 503 for an unknown target or a failed upstream connect), authorized and
+ * relayed to the pod.
+ *
+ * Plaintext inbound: a connection from outside the mesh to an enrolled pod is captured to
+ * 15006 (the accepted socket's local address is the pod's). It has no identity, so only
+ * policies that admit unauthenticated sources let it through: PeerAuthentication STRICT
+ * arrives as a DENY for sources without a principal and resets it, PERMISSIVE admits it.
+ *
+ * Both inbound paths connect to the pod from the client's own address (IP_TRANSPARENT), so
+ * the application sees its real peer; the pod's replies to that address are steered back
+ * to ztunnel's socket by the capture program on the pod's interface. HBONE's client address
+ * is the Forwarded "for" of the CONNECT, trusted only when the workload owning that address
+ * has the identity the client proved with its certificate; otherwise ztunnel connects from
+ * the node's own address.
  *
  * A relay ("conn") joins one plain socket (the app's on outbound, the pod's on inbound) to
  * one HBONE stream. Flow control is end to end: bytes from the stream are credited back
@@ -96,7 +108,7 @@ struct zt_proxy {
 	struct zt_state *st;
 	struct zt_metrics *m;
 	struct zt_proxy_opts opts;
-	struct ml_listener *out_ln, *in_ln;
+	struct ml_listener *out_ln, *in_ln, *plain_ln;
 	struct zt_tunnel *pool;    /* client tunnels */
 	struct zt_tunnel *servers; /* server tunnels */
 	struct zt_tunnel *dirty;
@@ -144,6 +156,59 @@ static void set_keepalive(int fd)
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+}
+
+/*
+ * Connect to a pod from @src's address (any port): IP_TRANSPARENT lets ztunnel bind an
+ * address that is not the node's. The pod's answers come back through the capture program
+ * on the pod's interface, which finds this socket by its 4-tuple.
+ */
+static int bind_transparent(int fd, const struct sockaddr_storage *src)
+{
+	struct sockaddr_storage a = *src;
+	int one = 1;
+	socklen_t len;
+
+	if (a.ss_family == AF_INET6) {
+		((struct sockaddr_in6 *)&a)->sin6_port = 0;
+		len = sizeof(struct sockaddr_in6);
+		if (setsockopt(fd, SOL_IPV6, IPV6_TRANSPARENT, &one, sizeof(one)) < 0)
+			return -errno;
+	} else {
+		((struct sockaddr_in *)&a)->sin_port = 0;
+		len = sizeof(struct sockaddr_in);
+		if (setsockopt(fd, SOL_IP, IP_TRANSPARENT, &one, sizeof(one)) < 0)
+			return -errno;
+	}
+	if (bind(fd, (struct sockaddr *)&a, len) < 0)
+		return -errno;
+	return 0;
+}
+
+/*
+ * Bind @fd to the address this node uses to reach @dst (a pod of the node). A marked
+ * connection is routed by the "local" route of the capture table, whose preferred source
+ * would be @dst itself; the node's own address makes it a normal local connection.
+ */
+static int local_source(const struct sockaddr_storage *dst, socklen_t len, int fd)
+{
+	struct sockaddr_storage src;
+	socklen_t sl = sizeof(src);
+	int probe = socket(dst->ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0), r = 0;
+
+	if (probe < 0)
+		return -errno;
+	if (connect(probe, (const struct sockaddr *)dst, len) < 0 ||
+	    getsockname(probe, (struct sockaddr *)&src, &sl) < 0)
+		r = -errno;
+	close(probe);
+	if (r < 0)
+		return r;
+	if (src.ss_family == AF_INET6)
+		((struct sockaddr_in6 *)&src)->sin6_port = 0;
+	else
+		((struct sockaddr_in *)&src)->sin_port = 0;
+	return bind(fd, (struct sockaddr *)&src, sl) < 0 ? -errno : 0;
 }
 
 static bool is_ztunnel_port(uint16_t port)
@@ -204,6 +269,9 @@ static void conn_count_open(struct zt_conn *c)
 	c->counted_open = true;
 	conn_labels(c);
 	ml_counter_add(c->ms.opened, 1);
+	if (!c->denied)
+		ml_histogram_observe(c->outbound ? c->p->m->setup_out : c->p->m->setup_in,
+				     (double)(ml_loop_now(c->p->l) - c->start_ns) / 1e9);
 }
 
 static void conn_log(struct zt_conn *c)
@@ -885,6 +953,22 @@ static struct zt_tunnel *pool_get(struct zt_proxy *p, const struct zt_cert *cert
 		tunnel_fail(t, "tls setup failed");
 		return NULL;
 	}
+	if (dst->node && p->st->node && strcmp(dst->node, p->st->node) == 0) {
+		/*
+		 * A pod of this node: its address routes to its veth, where nothing would take
+		 * the SYN to our own 15008. The capture mark makes the stack deliver it locally
+		 * (the fwmark rule and its "local" route), to our transparent listener.
+		 */
+		uint32_t mark = p->opts.local_mark;
+		int r = mark ? local_source(&ss, sl, fd) : 0;
+		if (r == 0 && mark && setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) < 0)
+			r = -errno;
+		if (r < 0) {
+			snprintf(err, errlen, "same-node tunnel setup: %s", strerror(-r));
+			tunnel_fail(t, "cannot set up a same-node tunnel");
+			return NULL;
+		}
+	}
 	ml_sock_set_caps(t->sock, 512 * 1024, 512 * 1024);
 	(void)ml_sock_connect(t->sock, (struct sockaddr *)&ss, sl);
 	return t;
@@ -1186,6 +1270,19 @@ static void inbound_request(void *ud, int32_t sid, const struct ml_hbone_req *re
 		return;
 	}
 	int ufd = socket(target.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (ufd >= 0 && c->src_wl && p->opts.preserve_source &&
+	    c->src.ss_family == target.ss_family) {
+		int r = bind_transparent(ufd, &c->src);
+		if (r < 0) {
+			char a[64];
+			/* the connection still works, from the node's address */
+			ml_log(ML_LOG_WARN, "inbound", "cannot connect from the client's address",
+			       ML_LS("src.addr", ml_addr_fmt((struct sockaddr *)&c->src, a, sizeof(a))),
+			       ML_LS("error", strerror(-r)));
+			close(ufd);
+			ufd = socket(target.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		}
+	}
 	c->app = ufd >= 0 ? ml_sock_new(p->l, ufd, &app_cbs, c) : NULL;
 	if (!c->app) {
 		if (ufd >= 0)
@@ -1197,6 +1294,90 @@ static void inbound_request(void *ud, int32_t sid, const struct ml_hbone_req *re
 	ml_sock_set_caps(c->app, 0, APP_TX_CAP);
 	(void)ml_sock_connect(c->app, (struct sockaddr *)&target,
 			      target.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+							   : sizeof(struct sockaddr_in));
+}
+
+/* ---------------------------------------------------------------- plaintext inbound */
+
+static void plain_accept(struct ml_listener *ln, int fd, void *ud)
+{
+	struct zt_proxy *p = ud;
+	struct zt_conn *c = conn_new(p, false);
+	socklen_t sl = sizeof(struct sockaddr_storage);
+	char why[256];
+	(void)ln;
+
+	if (!c) {
+		close(fd);
+		return;
+	}
+	c->passthrough = true; /* plain on both sides: connection_security_policy="unknown" */
+	c->app = ml_sock_new(p->l, fd, &app_cbs, c);
+	if (!c->app) {
+		close(fd);
+		conn_finish(c, "out of memory", true);
+		return;
+	}
+	c->peer_closed = true;
+	if (getsockname(fd, (struct sockaddr *)&c->dst, &sl) < 0 ||
+	    (sl = sizeof(c->src), getpeername(fd, (struct sockaddr *)&c->src, &sl)) < 0) {
+		conn_finish(c, "cannot read connection addresses", true);
+		return;
+	}
+	set_nodelay(fd);
+	ml_sock_set_caps(c->app, 0, APP_TX_CAP);
+	struct zt_ip sip, dip;
+	zt_ip_from_sockaddr(&sip, (struct sockaddr *)&c->src);
+	zt_ip_from_sockaddr(&dip, (struct sockaddr *)&c->dst);
+	const struct zt_workload *dst = zt_state_workload_by_ip(p->st, &dip);
+	/* labels only: a plaintext source proves nothing, so it has no principal */
+	c->src_wl = zt_workload_ref(zt_state_workload_by_ip(p->st, &sip));
+	if (!dst || dst->tunnel != ZT_TUNNEL_HBONE ||
+	    (dst->node && p->st->node && strcmp(dst->node, p->st->node) != 0)) {
+		conn_finish(c, !dst ? "plaintext inbound: no workload has the destination address"
+				    : dst->tunnel != ZT_TUNNEL_HBONE
+					      ? "plaintext inbound: destination is not in the mesh"
+					      : "plaintext inbound: destination is not on this node",
+			    true);
+		return;
+	}
+	if (is_ztunnel_port(sa_port(&c->dst))) {
+		conn_finish(c, "plaintext inbound: refusing a connection to ztunnel's own port", true);
+		return;
+	}
+	c->dst_wl = zt_workload_ref(dst);
+	snprintf(c->dst_principal, sizeof(c->dst_principal), "%s", dst->spiffe);
+	if (p->opts.authz && !conn_authorize(c, dst, true, why, sizeof(why))) {
+		c->denied = true;
+		conn_count_open(c);
+		conn_seterr(c, "AuthorizationPolicyDenied: %s", why);
+		conn_finish(c, NULL, true);
+		return;
+	}
+	int ufd = socket(c->dst.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (ufd < 0) {
+		conn_finish(c, "socket failed", true);
+		return;
+	}
+	if (p->opts.preserve_source) {
+		int r = bind_transparent(ufd, &c->src);
+		if (r < 0) {
+			close(ufd);
+			conn_seterr(c, "cannot connect from the client's address: %s", strerror(-r));
+			conn_finish(c, NULL, true);
+			return;
+		}
+	}
+	c->peer = ml_sock_new(p->l, ufd, &app_cbs, c);
+	if (!c->peer) {
+		close(ufd);
+		conn_finish(c, "out of memory", true);
+		return;
+	}
+	c->peer_closed = false;
+	c->state = C_CONNECTING;
+	(void)ml_sock_connect(c->peer, (struct sockaddr *)&c->dst,
+			      c->dst.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
 							   : sizeof(struct sockaddr_in));
 }
 
@@ -1304,6 +1485,8 @@ struct zt_proxy *zt_proxy_new(struct ml_loop *l, struct zt_state *st, struct zt_
 	p->m = m;
 	p->opts.pool_idle_ns = opts && opts->pool_idle_ns ? opts->pool_idle_ns : 300ull * 1000000000ull;
 	p->opts.authz = opts ? opts->authz : NULL;
+	p->opts.preserve_source = opts ? opts->preserve_source : false;
+	p->opts.local_mark = opts ? opts->local_mark : 0;
 	if (getrandom(&p->rng, sizeof(p->rng), 0) != sizeof(p->rng) || !p->rng)
 		p->rng = ml_now_ns() | 1;
 	p->out_ln = ml_listener_new(l, st->listen_outbound, true, outbound_accept, p, err, errlen);
@@ -1312,6 +1495,12 @@ struct zt_proxy *zt_proxy_new(struct ml_loop *l, struct zt_state *st, struct zt_
 	p->in_ln = ml_listener_new(l, st->listen_inbound, true, inbound_accept, p, err, errlen);
 	if (!p->in_ln)
 		goto fail;
+	if (st->listen_inbound_plain) {
+		p->plain_ln = ml_listener_new(l, st->listen_inbound_plain, true, plain_accept, p,
+					      err, errlen);
+		if (!p->plain_ln)
+			goto fail;
+	}
 	ml_loop_set_idle(l, proxy_idle, p);
 	p->tick.fn = proxy_tick;
 	p->tick.ud = p;
@@ -1319,6 +1508,7 @@ struct zt_proxy *zt_proxy_new(struct ml_loop *l, struct zt_state *st, struct zt_
 	return p;
 fail:
 	ml_listener_free(p->out_ln);
+	ml_listener_free(p->in_ln);
 	free(p);
 	return NULL;
 }
@@ -1327,6 +1517,7 @@ void zt_proxy_drain(struct zt_proxy *p)
 {
 	p->out_ln = ml_listener_free(p->out_ln);
 	p->in_ln = ml_listener_free(p->in_ln);
+	p->plain_ln = ml_listener_free(p->plain_ln);
 	for (struct zt_tunnel *t = p->pool; t; t = t->next) {
 		(void)ml_hbone_goaway(t->h2);
 		t->goaway = true;
@@ -1342,6 +1533,7 @@ void zt_proxy_shutdown(struct zt_proxy *p)
 {
 	p->out_ln = ml_listener_free(p->out_ln);
 	p->in_ln = ml_listener_free(p->in_ln);
+	p->plain_ln = ml_listener_free(p->plain_ln);
 	ml_timer_stop(p->l, &p->tick);
 	while (p->pool)
 		tunnel_fail(p->pool, "ztunnel shutting down");
@@ -1394,30 +1586,34 @@ unsigned zt_proxy_active(const struct zt_proxy *p)
 	return p->nconns;
 }
 
-void zt_proxy_dump(const struct zt_proxy *p, struct ml_json *j)
+static void dump_conn(const struct zt_conn *c, struct ml_json *j, uint64_t now)
 {
 	char a[64];
+	ml_json_obj_begin(j);
+	ml_json_kv_str(j, "direction", c->outbound ? "outbound" : "inbound");
+	ml_json_kv_str(j, "protocol", c->passthrough ? "TCP" : "HBONE");
+	ml_json_kv_str(j, "src", ml_addr_fmt((const struct sockaddr *)&c->src, a, sizeof(a)));
+	ml_json_kv_str(j, "dst", ml_addr_fmt((const struct sockaddr *)&c->dst, a, sizeof(a)));
+	ml_json_kv_str(j, "src_workload", c->src_wl ? c->src_wl->name : NULL);
+	ml_json_kv_str(j, "src_namespace", c->src_wl ? c->src_wl->ns : NULL);
+	ml_json_kv_str(j, "src_identity", c->src_principal[0] ? c->src_principal : NULL);
+	ml_json_kv_str(j, "dst_workload", c->dst_wl ? c->dst_wl->name : NULL);
+	ml_json_kv_str(j, "dst_namespace", c->dst_wl ? c->dst_wl->ns : NULL);
+	ml_json_kv_str(j, "dst_identity", c->dst_principal[0] ? c->dst_principal : NULL);
+	ml_json_kv_str(j, "hbone_addr", c->hbone_addr[0] ? c->hbone_addr : NULL);
+	ml_json_kv_uint(j, "bytes_sent", c->outbound ? c->to_dst : c->to_src);
+	ml_json_kv_uint(j, "bytes_recv", c->outbound ? c->to_src : c->to_dst);
+	ml_json_kv_uint(j, "age_ms", (now - c->start_ns) / 1000000);
+	ml_json_obj_end(j);
+}
+
+void zt_proxy_dump(const struct zt_proxy *p, struct ml_json *j)
+{
 	uint64_t now = ml_now_ns();
 	ml_json_key(j, "connections");
 	ml_json_arr_begin(j);
-	for (const struct zt_conn *c = p->conns; c; c = c->next) {
-		ml_json_obj_begin(j);
-		ml_json_kv_str(j, "direction", c->outbound ? "outbound" : "inbound");
-		ml_json_kv_str(j, "protocol", c->passthrough ? "TCP" : "HBONE");
-		ml_json_kv_str(j, "src", ml_addr_fmt((const struct sockaddr *)&c->src, a, sizeof(a)));
-		ml_json_kv_str(j, "dst", ml_addr_fmt((const struct sockaddr *)&c->dst, a, sizeof(a)));
-		ml_json_kv_str(j, "src_workload", c->src_wl ? c->src_wl->name : NULL);
-		ml_json_kv_str(j, "src_namespace", c->src_wl ? c->src_wl->ns : NULL);
-		ml_json_kv_str(j, "src_identity", c->src_principal[0] ? c->src_principal : NULL);
-		ml_json_kv_str(j, "dst_workload", c->dst_wl ? c->dst_wl->name : NULL);
-		ml_json_kv_str(j, "dst_namespace", c->dst_wl ? c->dst_wl->ns : NULL);
-		ml_json_kv_str(j, "dst_identity", c->dst_principal[0] ? c->dst_principal : NULL);
-		ml_json_kv_str(j, "hbone_addr", c->hbone_addr[0] ? c->hbone_addr : NULL);
-		ml_json_kv_uint(j, "bytes_sent", c->outbound ? c->to_dst : c->to_src);
-		ml_json_kv_uint(j, "bytes_recv", c->outbound ? c->to_src : c->to_dst);
-		ml_json_kv_uint(j, "age_ms", (now - c->start_ns) / 1000000);
-		ml_json_obj_end(j);
-	}
+	for (const struct zt_conn *c = p->conns; c; c = c->next)
+		dump_conn(c, j, now);
 	ml_json_arr_end(j);
 	ml_json_key(j, "tunnels");
 	ml_json_arr_begin(j);
@@ -1434,4 +1630,41 @@ void zt_proxy_dump(const struct zt_proxy *p, struct ml_json *j)
 		}
 	}
 	ml_json_arr_end(j);
+}
+
+static uint64_t conn_bytes(const struct zt_conn *c)
+{
+	return c->to_dst + c->to_src;
+}
+
+void zt_proxy_dump_top(const struct zt_proxy *p, struct ml_json *j, unsigned n,
+		       uint64_t *ret_to_dst, uint64_t *ret_to_src)
+{
+	const struct zt_conn *top[ZT_PROXY_TOP_MAX];
+	uint64_t to_dst = 0, to_src = 0, now = ml_now_ns();
+	unsigned k = 0;
+
+	n = ML_MIN(n, ZT_PROXY_TOP_MAX);
+	for (const struct zt_conn *c = p->conns; c; c = c->next) {
+		uint64_t b = conn_bytes(c);
+		unsigned i;
+		if (c->counted_open) {
+			to_dst += c->to_dst;
+			to_src += c->to_src;
+		}
+		if (n == 0 || (k == n && b <= conn_bytes(top[k - 1])))
+			continue;
+		/* insert into the list kept sorted by bytes, descending: into a free slot, or
+		 * over the smallest entry once the list is full */
+		i = k < n ? k++ : n - 1;
+		for (; i > 0 && conn_bytes(top[i - 1]) < b; i--)
+			top[i] = top[i - 1];
+		top[i] = c;
+	}
+	ml_json_arr_begin(j);
+	for (unsigned i = 0; i < k; i++)
+		dump_conn(top[i], j, now);
+	ml_json_arr_end(j);
+	*ret_to_dst = to_dst;
+	*ret_to_src = to_src;
 }

@@ -21,6 +21,12 @@ struct zt_proxy_opts {
 	uint64_t pool_idle_ns; /* release idle client tunnels after this long; default 5 min */
 	/* inbound HBONE requests are authorized against it (401 on deny); NULL: allow all */
 	struct zt_authz *authz;
+	/* inbound: connect to the pod from the client's address (needs the capture program on
+	 * the pod's interface to bring the answers back) */
+	bool preserve_source;
+	/* SO_MARK of tunnels to pods of this node, delivering them to our own 15008 (the
+	 * capture mark); 0: none */
+	uint32_t local_mark;
 };
 
 struct zt_proxy *zt_proxy_new(struct ml_loop *l, struct zt_state *st, struct zt_metrics *m,
@@ -37,5 +43,11 @@ unsigned zt_proxy_active(const struct zt_proxy *p);
 void zt_proxy_authz_changed(struct zt_proxy *p);
 /* "connections" and "tunnels" arrays for /config_dump. */
 void zt_proxy_dump(const struct zt_proxy *p, struct ml_json *j);
+/* For the dashboard: an array of the @n (<= ZT_PROXY_TOP_MAX) relays that moved the most
+ * bytes, each as in zt_proxy_dump(); @ret_to_dst, @ret_to_src: the bytes open relays have
+ * moved so far, which the istio_tcp_*_bytes_total counters only add when they close. */
+#define ZT_PROXY_TOP_MAX 100
+void zt_proxy_dump_top(const struct zt_proxy *p, struct ml_json *j, unsigned n,
+		       uint64_t *ret_to_dst, uint64_t *ret_to_src);
 
 #endif

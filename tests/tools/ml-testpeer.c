@@ -21,6 +21,9 @@
  *                                          with SIZE bytes (load-generator target for wrk)
  *   ml-testpeer probe ADDR                 connect, send a line, report what happens:
  *                                          "refused", "reset", "eof" or "data"
+ *   ml-testpeer peer-server PORT           answer every connection with the address it
+ *                                          came from ("IP:PORT\n"), then close
+ *   ml-testpeer whoami ADDR                connect to a peer-server and print its answer
  * Exit status 0 = success/match, 1 = mismatch or error (with a message on stderr).
  */
 #include <arpa/inet.h>
@@ -243,6 +246,15 @@ static void *serve_conn(void *arg)
 		}
 	} else if (a->mode == 3) {
 		serve_http(fd, a->bytes);
+	} else if (a->mode == 4) { /* peer: what the application sees as its client */
+		struct sockaddr_in peer;
+		socklen_t pl = sizeof(peer);
+		char ip[INET_ADDRSTRLEN], line[64];
+		if (getpeername(fd, (struct sockaddr *)&peer, &pl) == 0 &&
+		    inet_ntop(AF_INET, &peer.sin_addr, ip, sizeof(ip))) {
+			int l = snprintf(line, sizeof(line), "%s:%u\n", ip, ntohs(peer.sin_port));
+			write_all(fd, (uint8_t *)line, (size_t)l);
+		}
 	} else { /* push */
 		if (send_stream(fd, 7, a->bytes) == 0) {
 			shutdown(fd, SHUT_WR);
@@ -484,6 +496,33 @@ static int cmd_probe(const char *addr)
 	return 0;
 }
 
+static int cmd_whoami(const char *addr)
+{
+	char buf[128];
+	size_t have = 0;
+	int fd = dial(addr);
+	if (fd < 0)
+		return 1;
+	for (;;) {
+		ssize_t r = recv(fd, buf + have, sizeof(buf) - 1 - have, 0);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		have += (size_t)r;
+		if (have == sizeof(buf) - 1)
+			break;
+	}
+	close(fd);
+	buf[have] = 0;
+	if (!have || buf[have - 1] != '\n') {
+		fprintf(stderr, "whoami %s: no answer\n", addr);
+		return 1;
+	}
+	fputs(buf, stdout);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -508,6 +547,10 @@ int main(int argc, char **argv)
 		return cmd_marker(argv[2], argv[3], (unsigned)atoi(argv[4]));
 	if (argc >= 3 && !strcmp(argv[1], "probe"))
 		return cmd_probe(argv[2]);
+	if (argc >= 3 && !strcmp(argv[1], "peer-server"))
+		return server(4, atoi(argv[2]), 0);
+	if (argc >= 3 && !strcmp(argv[1], "whoami"))
+		return cmd_whoami(argv[2]);
 	fprintf(stderr, "usage: see the comment at the top of tests/tools/ml-testpeer.c\n");
 	return 2;
 }
