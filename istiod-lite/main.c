@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* istiod-lite: meshlite's control plane daemon (local store -> WDS over Delta ADS, and CA). */
+/* istiod-lite: meshlite's control plane daemon (local store or the Kubernetes API -> WDS over
+ * Delta ADS, and CA). */
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -15,6 +16,7 @@
 #include "ca.h"
 #include "common.h"
 #include "json.h"
+#include "kube_client.h"
 #include "kutil.h"
 #include "log.h"
 #include "loop.h"
@@ -43,6 +45,8 @@
 
 struct config {
 	const char *store_dir, *ca_dir, *tokens_file;
+	bool kube; /* --kube: in-cluster API server, token and CA */
+	const char *kube_api, *kube_token_file, *kube_ca_file;
 	const char *listen, *plaintext_listen, *metrics_listen;
 	const char *trust_domain, *root_ns, *cluster_id;
 	int64_t serving_ttl_s;
@@ -53,6 +57,8 @@ struct istiod {
 	struct ml_loop *l;
 	struct ctl_tokens *tokens;
 	struct ctl_store *store;
+	struct ctl_kube_client *kube; /* Kubernetes API mode: fills the store */
+	char kube_url[320];
 	struct ctl_model *model;
 	struct ctl_xds *xds;
 	struct ctl_ca *ca;
@@ -83,14 +89,26 @@ struct istiod {
 };
 
 static const char usage_text[] =
-	"Usage: istiod-lite --store DIR --ca-dir DIR --tokens FILE [options]\n"
+	"Usage: istiod-lite (--store DIR | --kube | --kube-api URL --kube-ca-file F\n"
+	"                   [--kube-token-file F]) --ca-dir DIR --tokens FILE [options]\n"
 	"\n"
 	"meshlite's control plane: computes Istio's ambient resources (istio.workload.Address,\n"
-	"istio.security.Authorization) from Kubernetes objects in a local directory, serves them\n"
-	"to ztunnels over Delta ADS, and is the mesh CA (IstioCertificateService).\n"
+	"istio.security.Authorization) from Kubernetes objects (a local directory, or the\n"
+	"Kubernetes API), serves them to ztunnels over Delta ADS, and is the mesh CA\n"
+	"(IstioCertificateService).\n"
 	"\n"
+	"Objects, from exactly one of:\n"
 	"  --store DIR              Kubernetes YAML/JSON objects, watched with inotify (write a\n"
 	"                           temporary file and rename it into place)\n"
+	"  --kube                   the API server of the cluster this pod runs in (list+watch\n"
+	"                           over HTTPS to $KUBERNETES_SERVICE_HOST and _PORT) with\n"
+	"                           the service account's token and ca.crt from\n"
+	"                           " CTL_KUBE_SA_DIR "\n"
+	"  --kube-api URL           an API server at https://HOST[:PORT] (with --kube-ca-file)\n"
+	"  --kube-ca-file FILE      CA bundle the API server's certificate must chain to\n"
+	"  --kube-token-file FILE   bearer token, read again for every request (rotation);\n"
+	"                           without it requests carry no token\n"
+	"\n"
 	"  --ca-dir DIR             the root CA: ca-cert.pem + ca-key.pem, created if both are\n"
 	"                           missing; root-cert.pem is written there for clients\n"
 	"  --tokens FILE            JSON {\"<token>\": \"<node name>\", ...}: the bearer tokens\n"
@@ -298,7 +316,12 @@ static void http_handler(const struct ml_http1_req *req, struct ml_admin_rsp *rs
 		}
 		rsp->content_type = "text/plain; version=0.0.4; charset=utf-8";
 	} else if (path_is(req, "/healthz/ready") || path_is(req, "/ready")) {
-		rsp->status = d->ready && !d->stopping ? 200 : 503;
+		/* Kubernetes API mode: ready once every kind has been listed, as istiod waits
+		 * for its informers to sync. */
+		rsp->status =
+			d->ready && !d->stopping && (!d->kube || ctl_kube_client_synced(d->kube))
+				? 200
+				: 503;
 		(void)ml_buf_puts(&rsp->body, rsp->status == 200 ? "ready\n" : "not ready\n");
 	} else if (path_is(req, "/debug/resources")) {
 		debug_resources(d, rsp);
@@ -560,6 +583,10 @@ static int parse_args(int argc, char **argv, struct config *c)
 {
 	static const struct option opts[] = {
 		{ "store", required_argument, NULL, 's' },
+		{ "kube", no_argument, NULL, 'K' },
+		{ "kube-api", required_argument, NULL, 'A' },
+		{ "kube-token-file", required_argument, NULL, 'k' },
+		{ "kube-ca-file", required_argument, NULL, 'a' },
 		{ "ca-dir", required_argument, NULL, 'C' },
 		{ "tokens", required_argument, NULL, 'T' },
 		{ "listen", required_argument, NULL, 'l' },
@@ -588,6 +615,18 @@ static int parse_args(int argc, char **argv, struct config *c)
 		switch (o) {
 		case 's':
 			c->store_dir = optarg;
+			break;
+		case 'K':
+			c->kube = true;
+			break;
+		case 'A':
+			c->kube_api = optarg;
+			break;
+		case 'k':
+			c->kube_token_file = optarg;
+			break;
+		case 'a':
+			c->kube_ca_file = optarg;
 			break;
 		case 'C':
 			c->ca_dir = optarg;
@@ -641,8 +680,36 @@ static int parse_args(int argc, char **argv, struct config *c)
 			return 2;
 		}
 	}
-	if (optind != argc || !c->store_dir || !c->ca_dir || !c->tokens_file) {
-		fprintf(stderr, "istiod-lite: --store, --ca-dir and --tokens are required\n");
+	if (optind != argc) {
+		fprintf(stderr, "istiod-lite: unexpected argument '%s'\n", argv[optind]);
+		usage(stderr);
+		return 2;
+	}
+	if ((c->store_dir != NULL) + c->kube + (c->kube_api != NULL) != 1) {
+		fprintf(stderr, "istiod-lite: give exactly one of --store DIR, --kube and "
+				"--kube-api URL\n");
+		usage(stderr);
+		return 2;
+	}
+	if (c->store_dir && (c->kube_token_file || c->kube_ca_file)) {
+		fprintf(stderr, "istiod-lite: --kube-token-file and --kube-ca-file go with --kube "
+				"or --kube-api, not --store\n");
+		return 2;
+	}
+	if (c->kube_api && !c->kube_ca_file) {
+		fprintf(stderr, "istiod-lite: --kube-api needs --kube-ca-file (the CA bundle the "
+				"API server's certificate chains to)\n");
+		return 2;
+	}
+	if (c->kube) {
+		/* in a pod: the mounted service account (files may be overridden) */
+		if (!c->kube_token_file)
+			c->kube_token_file = CTL_KUBE_SA_DIR "/token";
+		if (!c->kube_ca_file)
+			c->kube_ca_file = CTL_KUBE_SA_DIR "/ca.crt";
+	}
+	if (!c->ca_dir || !c->tokens_file) {
+		fprintf(stderr, "istiod-lite: --ca-dir and --tokens are required\n");
 		usage(stderr);
 		return 2;
 	}
@@ -746,11 +813,72 @@ static int tokens_init(struct istiod *d)
 	return 0;
 }
 
+/* Kubernetes API mode: every object change reaches the model through the store. */
+static void on_store_event(void *ud, enum ctl_store_event ev, const struct ctl_obj *obj)
+{
+	(void)ev;
+	(void)obj;
+	schedule_recompute(ud);
+}
+
+static void on_kube_synced(void *ud)
+{
+	struct istiod *d = ud;
+
+	ml_log(ML_LOG_INFO, SCOPE, "Kubernetes API objects listed; ready",
+	       ML_LU("pods", ctl_store_count(d->store, CTL_KIND_POD)),
+	       ML_LU("services", ctl_store_count(d->store, CTL_KIND_SERVICE)),
+	       ML_LU("namespaces", ctl_store_count(d->store, CTL_KIND_NAMESPACE)));
+}
+
+static const char *kube_server(const struct istiod *d)
+{
+	return d->cfg.kube_api ? d->cfg.kube_api : d->cfg.kube ? d->kube_url : NULL;
+}
+
+static int kube_init(struct istiod *d)
+{
+	char err[512];
+
+	if (d->cfg.kube &&
+	    ctl_kube_incluster_server(d->kube_url, sizeof(d->kube_url), err, sizeof(err)) < 0) {
+		ml_log(ML_LOG_ERROR, SCOPE, "cannot find the API server", ML_LS("error", err));
+		return -ENOENT;
+	}
+	d->kube = ctl_kube_client_new(
+		&(struct ctl_kube_client_opts){
+			.loop = d->l,
+			.server = kube_server(d),
+			.token_file = d->cfg.kube_token_file,
+			.ca_file = d->cfg.kube_ca_file,
+			.refl = { .store = d->store },
+			.on_synced = on_kube_synced,
+			.ud = d,
+		},
+		err, sizeof(err));
+	if (!d->kube) {
+		ml_log(ML_LOG_ERROR, SCOPE, "cannot set up the Kubernetes API client",
+		       ML_LS("error", err));
+		return -EINVAL;
+	}
+	ctl_kube_client_start(d->kube);
+	ml_log(ML_LOG_INFO, SCOPE, "listing and watching the Kubernetes API",
+	       ML_LS("server", kube_server(d)), ML_LS("token_file", d->cfg.kube_token_file),
+	       ML_LS("ca_file", d->cfg.kube_ca_file));
+	return 0;
+}
+
 static int model_init(struct istiod *d)
 {
 	int r;
 
-	d->store = ctl_store_new(&(struct ctl_store_opts){ .dir = d->cfg.store_dir });
+	d->debounce.fn = debounce_fire;
+	d->debounce.ud = d;
+	d->store = ctl_store_new(&(struct ctl_store_opts){
+		.dir = d->cfg.store_dir,
+		.cb = d->cfg.store_dir ? NULL : on_store_event,
+		.ud = d,
+	});
 	d->model = ctl_model_new(&(struct ctl_model_opts){
 		.cluster_id = d->cfg.cluster_id,
 		.root_namespace = d->cfg.root_ns,
@@ -762,6 +890,11 @@ static int model_init(struct istiod *d)
 		ml_log(ML_LOG_ERROR, SCOPE, "cannot set up the model",
 		       ML_LS("error", "out of memory"));
 		return -ENOMEM;
+	}
+	if (!d->cfg.store_dir) {
+		/* the API's objects arrive once the loop runs; start from an empty model */
+		r = recompute(d);
+		return r < 0 ? r : kube_init(d);
 	}
 	r = ctl_store_open(d->store);
 	if (r < 0) {
@@ -778,8 +911,6 @@ static int model_init(struct istiod *d)
 	d->store_op.cb = on_store;
 	d->store_retry.fn = store_retry_fire;
 	d->store_retry.ud = d;
-	d->debounce.fn = debounce_fire;
-	d->debounce.ud = d;
 	store_read(d);
 	return 0;
 }
@@ -861,8 +992,8 @@ int main(int argc, char **argv)
 	ml_log(ML_LOG_INFO, SCOPE, "ready", ML_LS("grpc_tls", d.cfg.listen),
 	       ML_LS("grpc_plaintext", d.cfg.plaintext_listen),
 	       ML_LS("metrics", d.cfg.metrics_listen), ML_LS("store", d.cfg.store_dir),
-	       ML_LS("trust_domain", d.cfg.trust_domain), ML_LS("cluster_id", d.cfg.cluster_id),
-	       ML_LU("tokens", ctl_tokens_count(d.tokens)),
+	       ML_LS("kube_api", kube_server(&d)), ML_LS("trust_domain", d.cfg.trust_domain),
+	       ML_LS("cluster_id", d.cfg.cluster_id), ML_LU("tokens", ctl_tokens_count(d.tokens)),
 	       ML_LU("resources", ctl_snapshot_count(ctl_model_snapshot(d.model))));
 	r = ml_loop_run(d.l);
 	if (r < 0)
@@ -873,6 +1004,7 @@ out:
 		if (d.srv)
 			ctl_server_shutdown(d.srv);
 		ml_admin_free(d.admin);
+		ctl_kube_client_stop(d.kube);
 		ml_loop_cancel(d.l, &d.sig_op);
 		ml_loop_cancel(d.l, &d.store_op);
 		ml_timer_stop(d.l, &d.debounce);
@@ -881,6 +1013,7 @@ out:
 		ml_timer_stop(d.l, &d.drain_timer);
 		(void)ml_loop_run_for(d.l, NS_PER_S); /* let cancelled operations complete */
 	}
+	ctl_kube_client_free(d.kube); /* before the store it fills */
 	ctl_server_free(d.srv);
 	ctl_xds_free(d.xds);
 	ctl_ca_free(d.ca);
