@@ -3,7 +3,7 @@ BUILD ?= build
 TESTBUILD ?= build-test
 MESON_TEST_ARGS ?=
 
-.PHONY: all deps build demo test unit clean
+.PHONY: all deps build demo test unit perf-guard clean
 
 all: build
 
@@ -32,6 +32,10 @@ test: deps $(TESTBUILD)/build.ninja $(BUILD)/build.ninja
 unit: deps $(TESTBUILD)/build.ninja
 	ninja -C $(TESTBUILD)
 	meson test -C $(TESTBUILD) --print-errorlogs --suite unit
+
+# Instruction count of the HBONE path under callgrind vs perf/guard/baseline.json (> 5 % fails).
+perf-guard: deps $(BUILD)/build.ninja
+	./perf/guard.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(TESTBUILD)

@@ -53,6 +53,8 @@
 #define CLI_ZT_PORT_METRICS 15020
 #define CLI_ZT_PORT_READINESS 15021
 #define CLI_ZT_PORT_INBOUND_PLAIN 15006
+/* Off by default in ztunnel; the lab turns it on for perf/redirect-bench.sh. */
+#define CLI_ZT_PORT_SOCKS5 15080
 
 /* The control plane (--control-plane istiod): istiod-lite in the fabric namespace, on an
  * address of the fabric bridge that every node reaches over its uplink. The nodes are

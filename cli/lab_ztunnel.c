@@ -24,6 +24,7 @@ static json_t *listen_obj(void)
 		{"outbound", CLI_ZT_PORT_OUTBOUND},   {"inbound", CLI_ZT_PORT_INBOUND},
 		{"admin", CLI_ZT_PORT_ADMIN},	      {"metrics", CLI_ZT_PORT_METRICS},
 		{"readiness", CLI_ZT_PORT_READINESS}, {"inbound_plaintext", CLI_ZT_PORT_INBOUND_PLAIN},
+		{"socks5", CLI_ZT_PORT_SOCKS5},
 	};
 	json_t *o = json_object();
 	char addr[32];

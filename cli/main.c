@@ -3,7 +3,9 @@
 #include <signal.h>
 #include <stdio.h>
 
+#include "authz.h"
 #include "common.h"
+#include "dashboard.h"
 #include "lab.h"
 #include "util.h"
 
@@ -18,6 +20,9 @@ static void usage(FILE *f)
 		   "Commands:\n"
 		   "  lab        run a multi-node meshlite cluster on this machine (network "
 		   "namespaces)\n"
+		   "  dashboard  print the URL of a lab node's ztunnel dashboard (--forward to\n"
+		   "             reach it from this namespace)\n"
+		   "  authz      explain the L4 authorization verdict of a connection\n"
 		   "\n"
 		   "Options:\n"
 		   "  -h, --help     show this help\n"
@@ -44,6 +49,10 @@ int main(int argc, char **argv)
 	}
 	if (streq(argv[1], "lab"))
 		return cli_lab_main(argc - 1, argv + 1);
+	if (streq(argv[1], "dashboard"))
+		return cli_dashboard_main(argc - 1, argv + 1);
+	if (streq(argv[1], "authz"))
+		return cli_authz_main(argc - 1, argv + 1);
 	cli_err("unknown command '%s'", argv[1]);
 	usage(stderr);
 	return CLI_EXIT_USAGE;

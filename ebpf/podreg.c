@@ -22,8 +22,8 @@
 /* Two families of EBPF_CAPTURE_POD_MAX_ADDRS each. */
 #define MAX_IPS (2 * EBPF_CAPTURE_POD_MAX_ADDRS)
 
-__attribute__((format(printf, 3, 4))) static void seterr(char *err, size_t errlen,
-							  const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static void seterr(char *err, size_t errlen, const char *fmt,
+							 ...)
 {
 	va_list ap;
 
@@ -274,8 +274,8 @@ static json_t *to_json(const struct ebpf_podreg *e)
 	}
 	/* "o" steals ips, also on failure */
 	o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:o, s:s}", "containerId",
-		      e->container_id, "ifName", e->ifname, "podUid", e->uid, "podNamespace",
-		      e->ns, "podName", e->name, "netns", e->netns, "hostInterface", e->host_if,
+		      e->container_id, "ifName", e->ifname, "podUid", e->uid, "podNamespace", e->ns,
+		      "podName", e->name, "netns", e->netns, "hostInterface", e->host_if,
 		      "hostIfindex", e->host_ifindex, "ips", ips, "createdAt", e->created_at);
 	return o;
 }
@@ -377,8 +377,8 @@ out_free:
 
 /* ---- read ---- */
 
-static int get_str(json_t *o, const char *key, char *dst, size_t dstlen, bool required,
-		   char *err, size_t errlen)
+static int get_str(json_t *o, const char *key, char *dst, size_t dstlen, bool required, char *err,
+		   size_t errlen)
 {
 	json_t *v = json_object_get(o, key);
 	size_t n;
@@ -446,8 +446,7 @@ static int from_json(json_t *o, struct ebpf_podreg *e, char *err, size_t errlen)
 		seterr(err, errlen, "\"ips\" is not an array of 1 to %d addresses", MAX_IPS);
 		return -EINVAL;
 	}
-	json_array_foreach(v, i, ip)
-	{
+	json_array_foreach(v, i, ip) {
 		const char *s = json_string_value(ip);
 
 		/* "IP" only: a prefix length here would be a different writer's mistake */

@@ -538,6 +538,31 @@ double ml_series_value(const struct ml_series *s)
 	return 0;
 }
 
+double ml_family_sum(const struct ml_family *f)
+{
+	double sum = 0;
+
+	for (const struct ml_series *s = f ? f->head : NULL; s; s = s->next)
+		sum += ml_series_value(s);
+	return sum;
+}
+
+int ml_family_buckets(const struct ml_family *f, const double **ret_bounds, uint64_t *ret_counts,
+		      unsigned max)
+{
+	unsigned n;
+
+	if (!f || f->type != ML_HISTOGRAM)
+		return -EINVAL;
+	n = ML_MIN(f->nbuckets + 1, max);
+	memset(ret_counts, 0, n * sizeof(*ret_counts));
+	for (const struct ml_series *s = f->head; s; s = s->next)
+		for (unsigned i = 0; i < n; i++)
+			ret_counts[i] += s->bucket[i];
+	*ret_bounds = f->buckets;
+	return (int)f->nbuckets + 1;
+}
+
 /* ---- exposition ---- */
 
 /*

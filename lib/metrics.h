@@ -38,6 +38,13 @@ void ml_gauge_set(struct ml_series *s, double v);
 void ml_gauge_add(struct ml_series *s, double v);
 void ml_histogram_observe(struct ml_series *s, double v);
 double ml_series_value(const struct ml_series *s); /* counter/gauge value, histogram count */
+/* Summed over every series of @f: counter/gauge values, histogram counts (for dashboards). */
+double ml_family_sum(const struct ml_family *f);
+/* Histogram @f summed over its series: @ret_counts gets min(nbuckets + 1, @max)
+ * non-cumulative counts (the last is +Inf) and *@ret_bounds the nbuckets upper bounds.
+ * Returns nbuckets + 1, or -EINVAL when @f is not a histogram. */
+int ml_family_buckets(const struct ml_family *f, const double **ret_bounds, uint64_t *ret_counts,
+		      unsigned max);
 
 uint64_t ml_metrics_overflows(const struct ml_metrics *m);
 /* Appends the whole registry in Prometheus text format. */

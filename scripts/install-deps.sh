@@ -5,7 +5,9 @@ pkgs="build-essential meson ninja-build pkg-config clang llvm bpftool
       liburing-dev android-libboringssl-dev libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler
       libbpf-dev libelf-dev zlib1g-dev check libyaml-dev libjansson-dev libclang-rt-14-dev
       containernetworking-plugins iproute2 procps tcpdump socat iperf3 wrk curl python3
-      make protobuf-compiler python3-protobuf python3-grpcio python3-h2 openssl"
+      make protobuf-compiler python3-protobuf python3-grpcio python3-h2 openssl
+      chromium prometheus nftables iptables
+      valgrind haproxy stunnel4 nghttp2-client nginx-light"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

@@ -321,6 +321,11 @@ int zt_config_load(const char *path, struct zt_state **ret, char *err, size_t er
 	    (r = listen_addr(listen, "inbound_plaintext", "0.0.0.0:15006", &st->listen_inbound_plain,
 			     err, errlen)) < 0)
 		goto out;
+	/* off unless asked for, as in Istio */
+	if (listen && (r = opt_str(listen, "socks5", &st->listen_socks5)) < 0) {
+		r = fail(err, errlen, r, "listen.socks5 must be a string \"ip:port\"");
+		goto out;
+	}
 
 	json_t *agent = json_object_get(root, "node_agent");
 	if (agent && !json_is_null(agent)) {

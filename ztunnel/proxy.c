@@ -75,7 +75,10 @@ struct zt_tunnel {
 	struct ml_tls_ctx *ctx; /* held while the tunnel lives */
 };
 
-enum conn_state { C_NEW, C_WAIT_TUNNEL, C_CONNECTING, C_OPEN, C_DONE };
+enum conn_state { C_NEW, C_SOCKS, C_WAIT_TUNNEL, C_CONNECTING, C_OPEN, C_DONE };
+
+/* Longest SOCKS5 exchange we take: a greeting with 255 methods, or an IPv6 request. */
+#define SOCKS_BUF 262
 
 struct zt_conn {
 	struct zt_proxy *p;
@@ -90,6 +93,10 @@ struct zt_conn {
 	bool app_fin_seen, tun_fin_seen, app_closed, peer_closed;
 	bool responded; /* inbound: the CONNECT has its answer (a non-200 ends the stream) */
 	bool denied;	/* inbound: refused by an authorization policy (401) */
+	/* outbound over SOCKS5 (listen.socks5): the client names the destination */
+	bool socks, socks_greeted, socks_replied;
+	uint16_t socks_len;
+	uint8_t *socks_buf;
 	uint64_t delivered, credited; /* stream bytes handed to app tx / credited back */
 	uint64_t to_dst, to_src;      /* request and response bytes */
 	uint64_t start_ns;
@@ -108,7 +115,7 @@ struct zt_proxy {
 	struct zt_state *st;
 	struct zt_metrics *m;
 	struct zt_proxy_opts opts;
-	struct ml_listener *out_ln, *in_ln, *plain_ln;
+	struct ml_listener *out_ln, *in_ln, *plain_ln, *socks_ln;
 	struct zt_tunnel *pool;    /* client tunnels */
 	struct zt_tunnel *servers; /* server tunnels */
 	struct zt_tunnel *dirty;
@@ -230,6 +237,22 @@ static void conn_seterr(struct zt_conn *c, const char *fmt, ...)
 
 /* ---------------------------------------------------------------- connections */
 
+/*
+ * RFC 1928 §6 reply to a SOCKS5 CONNECT: @rep 0 = succeeded, 1 general failure, 5 refused,
+ * 7 command not supported, 8 address type not supported. Sent once; the bound address is
+ * not meaningful here and is given as 0.0.0.0:0.
+ */
+static void socks_reply(struct zt_conn *c, uint8_t rep)
+{
+	const uint8_t r[10] = { 5, rep, 0, 1, 0, 0, 0, 0, 0, 0 };
+
+	if (!c->socks || c->socks_replied || !c->app)
+		return;
+	c->socks_replied = true;
+	(void)ml_sock_write(c->app, r, sizeof(r));
+	ml_sock_flush(c->app);
+}
+
 static struct zt_conn *conn_new(struct zt_proxy *p, bool outbound)
 {
 	struct zt_conn *c = calloc(1, sizeof(*c));
@@ -325,6 +348,7 @@ static void conn_maybe_free(struct zt_conn *c)
 	ml_gauge_add(c->outbound ? p->m->active_out : p->m->active_in, -1);
 	zt_workload_unref(c->src_wl);
 	zt_workload_unref(c->dst_wl);
+	free(c->socks_buf);
 	free(c);
 }
 
@@ -365,6 +389,11 @@ static void conn_finish(struct zt_conn *c, const char *error, bool abort)
 		tunnel_mark_dirty(c->t);
 	} else if (c->t) {
 		tunnel_detach(c);
+	}
+	if (c->socks && !c->socks_replied && c->socks_greeted && c->app) {
+		/* the client is waiting for an answer: give it one, then close */
+		socks_reply(c, 1);
+		abort = false;
 	}
 	if (c->app && !ml_sock_closing(c->app))
 		ml_sock_close(c->app, abort);
@@ -422,9 +451,15 @@ static void conn_pump_up(struct zt_conn *c)
 	}
 }
 
+static void socks_read(struct zt_conn *c);
+
 static void app_readable(struct ml_sock *s)
 {
 	struct zt_conn *c = ml_sock_ud(s);
+	if (c->state == C_SOCKS) {
+		socks_read(c);
+		return;
+	}
 	if (c->passthrough) {
 		/* app -> peer (plain) */
 		const uint8_t *p;
@@ -513,8 +548,11 @@ static void app_connected(struct ml_sock *s, int res)
 	if (c->passthrough) {
 		c->state = C_OPEN;
 		conn_count_open(c);
+		socks_reply(c, 0);
 		ml_sock_start(c->app);
 		ml_sock_start(c->peer);
+		if (c->socks)
+			app_readable(c->app); /* bytes that came right behind the request */
 		return;
 	}
 	/* inbound: upstream is up, open the tunnel (RFC 9113 §8.5: 2xx establishes it) */
@@ -791,7 +829,10 @@ static void h2_on_response(void *ud, int32_t sid, void *sud, int status)
 	}
 	c->state = C_OPEN;
 	conn_count_open(c);
+	socks_reply(c, 0);
 	ml_sock_start(c->app);
+	if (c->socks)
+		conn_pump_up(c); /* bytes that came right behind the request */
 }
 
 static void h2_on_data(void *ud, int32_t sid, void *sud, const uint8_t *p, size_t len)
@@ -1011,6 +1052,8 @@ static void conn_open_stream(struct zt_conn *c)
 	tunnel_mark_dirty(t);
 }
 
+static void outbound_route(struct zt_conn *c);
+
 static void outbound_accept(struct ml_listener *ln, int fd, void *ud)
 {
 	struct zt_proxy *p = ud;
@@ -1035,6 +1078,13 @@ static void outbound_accept(struct ml_listener *ln, int fd, void *ud)
 	}
 	set_nodelay(fd);
 	ml_sock_set_caps(c->app, 0, APP_TX_CAP);
+	outbound_route(c);
+}
+
+/* An outbound connection whose source and destination are known: HBONE or passthrough. */
+static void outbound_route(struct zt_conn *c)
+{
+	struct zt_proxy *p = c->p;
 	struct zt_ip sip, dip;
 	zt_ip_from_sockaddr(&sip, (struct sockaddr *)&c->src);
 	zt_ip_from_sockaddr(&dip, (struct sockaddr *)&c->dst);
@@ -1097,6 +1147,136 @@ static void outbound_accept(struct ml_listener *ln, int fd, void *ud)
 	c->state = C_WAIT_TUNNEL;
 	if (t->established)
 		conn_open_stream(c);
+}
+
+/* ---------------------------------------------------------------- SOCKS5 outbound */
+
+/*
+ * listen.socks5: an application that is not captured names its destination with SOCKS5
+ * (RFC 1928: no authentication, CONNECT to an IPv4 or IPv6 address; names are refused, as
+ * ztunnel resolves no DNS). The source workload is found by source address, as for
+ * captured connections, and the connection continues exactly like one.
+ */
+static void socks_fail(struct zt_conn *c, uint8_t rep, const char *why)
+{
+	socks_reply(c, rep);
+	conn_finish(c, why, false);
+}
+
+static void socks_read(struct zt_conn *c)
+{
+	const uint8_t *p;
+	size_t n;
+
+	while (c->socks_len < SOCKS_BUF && (n = ml_sock_peek(c->app, &p)) > 0) {
+		size_t take = ML_MIN(n, (size_t)(SOCKS_BUF - c->socks_len));
+		uint8_t *b = c->socks_buf;
+		size_t need;
+
+		memcpy(b + c->socks_len, p, take);
+		c->socks_len += (uint16_t)take;
+		if (b[0] != 5) {
+			conn_finish(c, "socks5: not a SOCKS5 client", true);
+			return;
+		}
+		if (!c->socks_greeted) {
+			/* VER NMETHODS METHODS... */
+			if (c->socks_len < 2 || c->socks_len < 2u + b[1]) {
+				ml_sock_consume(c->app, take);
+				continue;
+			}
+			need = 2u + b[1];
+			ml_sock_consume(c->app, take - (c->socks_len - need));
+			c->socks_greeted = true;
+			const uint8_t ok[2] = { 5, memchr(b + 2, 0, b[1]) ? 0 : 0xff };
+			(void)ml_sock_write(c->app, ok, sizeof(ok));
+			ml_sock_flush(c->app);
+			if (ok[1]) {
+				c->socks_replied = true; /* "no acceptable methods" was the answer */
+				conn_finish(c, "socks5: the client offers no unauthenticated method", false);
+				return;
+			}
+			c->socks_len = 0;
+			continue;
+		}
+		/* VER CMD RSV ATYP ADDR PORT */
+		if (c->socks_len < 4) {
+			ml_sock_consume(c->app, take);
+			continue;
+		}
+		if (b[1] != 1) {
+			ml_sock_consume(c->app, take);
+			socks_fail(c, 7, "socks5: only CONNECT is supported");
+			return;
+		}
+		if (b[3] != 1 && b[3] != 4) {
+			ml_sock_consume(c->app, take);
+			socks_fail(c, 8, "socks5: only IPv4 and IPv6 addresses (no names)");
+			return;
+		}
+		need = b[3] == 1 ? 10 : 22;
+		if (c->socks_len < need) {
+			ml_sock_consume(c->app, take);
+			continue;
+		}
+		/* leave what follows the request in the socket's queue: it is payload */
+		ml_sock_consume(c->app, take - (c->socks_len - need));
+		memset(&c->dst, 0, sizeof(c->dst));
+		if (b[3] == 1) {
+			struct sockaddr_in *a = (struct sockaddr_in *)&c->dst;
+			a->sin_family = AF_INET;
+			memcpy(&a->sin_addr, b + 4, 4);
+			memcpy(&a->sin_port, b + 8, 2);
+		} else {
+			struct sockaddr_in6 *a = (struct sockaddr_in6 *)&c->dst;
+			a->sin6_family = AF_INET6;
+			memcpy(&a->sin6_addr, b + 4, 16);
+			memcpy(&a->sin6_port, b + 20, 2);
+		}
+		free(c->socks_buf);
+		c->socks_buf = NULL;
+		c->state = C_NEW;
+		/* the destination's answer decides; no more reading until it is open */
+		ml_sock_pause(c->app);
+		outbound_route(c);
+		return;
+	}
+	if (c->socks_len >= SOCKS_BUF) {
+		conn_finish(c, "socks5: request too long", true);
+		return;
+	}
+	if (ml_sock_rx_eof(c->app))
+		conn_finish(c, "socks5: the client closed before its request", true);
+}
+
+static void socks_accept(struct ml_listener *ln, int fd, void *ud)
+{
+	struct zt_proxy *p = ud;
+	struct zt_conn *c = conn_new(p, true);
+	socklen_t sl = sizeof(struct sockaddr_storage);
+	(void)ln;
+
+	if (!c) {
+		close(fd);
+		return;
+	}
+	c->socks = true;
+	c->state = C_SOCKS;
+	c->peer_closed = true;
+	c->socks_buf = malloc(SOCKS_BUF);
+	c->app = c->socks_buf ? ml_sock_new(p->l, fd, &app_cbs, c) : NULL;
+	if (!c->app) {
+		close(fd);
+		conn_finish(c, "out of memory", true);
+		return;
+	}
+	if (getpeername(fd, (struct sockaddr *)&c->src, &sl) < 0) {
+		conn_finish(c, "cannot read connection addresses", true);
+		return;
+	}
+	set_nodelay(fd);
+	ml_sock_set_caps(c->app, 0, APP_TX_CAP);
+	ml_sock_start(c->app);
 }
 
 /* ---------------------------------------------------------------- inbound */
@@ -1495,6 +1675,12 @@ struct zt_proxy *zt_proxy_new(struct ml_loop *l, struct zt_state *st, struct zt_
 	p->in_ln = ml_listener_new(l, st->listen_inbound, true, inbound_accept, p, err, errlen);
 	if (!p->in_ln)
 		goto fail;
+	if (st->listen_socks5) {
+		p->socks_ln = ml_listener_new(l, st->listen_socks5, false, socks_accept, p, err,
+					      errlen);
+		if (!p->socks_ln)
+			goto fail;
+	}
 	if (st->listen_inbound_plain) {
 		p->plain_ln = ml_listener_new(l, st->listen_inbound_plain, true, plain_accept, p,
 					      err, errlen);
@@ -1509,6 +1695,7 @@ struct zt_proxy *zt_proxy_new(struct ml_loop *l, struct zt_state *st, struct zt_
 fail:
 	ml_listener_free(p->out_ln);
 	ml_listener_free(p->in_ln);
+	ml_listener_free(p->socks_ln);
 	free(p);
 	return NULL;
 }
@@ -1518,6 +1705,7 @@ void zt_proxy_drain(struct zt_proxy *p)
 	p->out_ln = ml_listener_free(p->out_ln);
 	p->in_ln = ml_listener_free(p->in_ln);
 	p->plain_ln = ml_listener_free(p->plain_ln);
+	p->socks_ln = ml_listener_free(p->socks_ln);
 	for (struct zt_tunnel *t = p->pool; t; t = t->next) {
 		(void)ml_hbone_goaway(t->h2);
 		t->goaway = true;
@@ -1534,6 +1722,7 @@ void zt_proxy_shutdown(struct zt_proxy *p)
 	p->out_ln = ml_listener_free(p->out_ln);
 	p->in_ln = ml_listener_free(p->in_ln);
 	p->plain_ln = ml_listener_free(p->plain_ln);
+	p->socks_ln = ml_listener_free(p->socks_ln);
 	ml_timer_stop(p->l, &p->tick);
 	while (p->pool)
 		tunnel_fail(p->pool, "ztunnel shutting down");

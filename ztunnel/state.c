@@ -107,6 +107,7 @@ struct zt_state *zt_state_free(struct zt_state *st)
 	free(st->listen_metrics);
 	free(st->listen_readiness);
 	free(st->listen_inbound_plain);
+	free(st->listen_socks5);
 	if (st->agent) {
 		free(st->agent->bpf_dir);
 		free(st->agent->cni_dir);

@@ -80,6 +80,7 @@ struct zt_state {
 	struct zt_xds_config *xds; /* NULL: static configuration only */
 	char *listen_outbound, *listen_inbound, *listen_admin, *listen_metrics, *listen_readiness;
 	char *listen_inbound_plain; /* 15006; NULL: no plaintext inbound listener */
+	char *listen_socks5;	    /* 15080; NULL (the default): no SOCKS5 listener */
 	struct zt_agent_config *agent; /* NULL: no node agent (no capture on this node) */
 	struct zt_workload **workloads;
 	unsigned nworkloads;

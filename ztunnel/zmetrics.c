@@ -73,9 +73,18 @@ int zt_metrics_init(struct zt_metrics *m)
 	m->authz_dry_run = ml_family_new(m->reg, "meshlite_ztunnel_authz_dry_run_total",
 					 "Dry-run authorization policies that matched a connection",
 					 ML_COUNTER, dry_labels, 2, NULL, 0);
+	/* 100 us (a pooled tunnel on a quiet node) to 10 s (a slow handshake or upstream) */
+	static const double setup_buckets[] = { 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+						0.01,	0.025,	 0.05,	 0.1,	0.25,	0.5,
+						1,	2.5,	 5,	 10 };
+	m->setup = ml_family_new(m->reg, "meshlite_ztunnel_connection_setup_seconds",
+				 "Time from accepting a connection (outbound) or its CONNECT "
+				 "(inbound) until the relay is open",
+				 ML_HISTOGRAM, dir_labels, 1, setup_buckets,
+				 ARRAY_SIZE(setup_buckets));
 	if (!m->opened || !m->closed || !m->received || !m->sent || !m->build || !m->active ||
 	    !m->tunnels || !m->tls_failures || !m->hbone_rejects || !m->authz_denied ||
-	    !m->authz_dry_run) {
+	    !m->authz_dry_run || !m->setup) {
 		zt_metrics_fini(m);
 		return -ENOMEM;
 	}
@@ -86,6 +95,8 @@ int zt_metrics_init(struct zt_metrics *m)
 	m->active_out = ml_series_get(m->active, out);
 	m->tunnels_server = ml_series_get(m->tunnels, in);
 	m->tunnels_client = ml_series_get(m->tunnels, out);
+	m->setup_in = ml_series_get(m->setup, in);
+	m->setup_out = ml_series_get(m->setup, out);
 	return 0;
 }
 

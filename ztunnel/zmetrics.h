@@ -14,6 +14,9 @@ struct zt_metrics {
 	struct ml_family *build, *active, *tunnels, *tls_failures, *hbone_rejects;
 	struct ml_family *authz_denied, *authz_dry_run; /* {policy}, {policy, verdict} */
 	struct ml_series *active_in, *active_out, *tunnels_client, *tunnels_server;
+	/* accept (outbound) or CONNECT (inbound) until the relay is open, by direction */
+	struct ml_family *setup;
+	struct ml_series *setup_in, *setup_out;
 };
 
 /* The per-connection series, looked up once when a connection is classified. */

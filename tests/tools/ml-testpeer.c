@@ -24,6 +24,14 @@
  *   ml-testpeer peer-server PORT           answer every connection with the address it
  *                                          came from ("IP:PORT\n"), then close
  *   ml-testpeer whoami ADDR                connect to a peer-server and print its answer
+ *   ml-testpeer rate ADDR SECONDS WORKERS [SOCKS]
+ *                                          one HTTP/1.1 request per connection against an
+ *                                          http-server for SECONDS with WORKERS threads
+ *                                          (through the SOCKS5 proxy SOCKS if given); prints
+ *                                          "conns_per_s N connect_p50_us N connect_p99_us N"
+ *   ml-testpeer latency ADDR COUNT [SOCKS] COUNT requests one after the other on one
+ *                                          keep-alive connection; prints
+ *                                          "p50_us N p90_us N p99_us N"
  * Exit status 0 = success/match, 1 = mismatch or error (with a message on stderr).
  */
 #include <arpa/inet.h>
@@ -33,6 +41,7 @@
 #include <openssl/sha.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -496,6 +505,202 @@ static int cmd_probe(const char *addr)
 	return 0;
 }
 
+static int read_exact(int fd, uint8_t *p, size_t n)
+{
+	while (n) {
+		ssize_t r = recv(fd, p, n, 0);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return -1;
+		p += r;
+		n -= (size_t)r;
+	}
+	return 0;
+}
+
+/* SOCKS5 CONNECT to @target through the proxy at @proxy (RFC 1928, no authentication). */
+static int socks_dial(const char *proxy, const char *target)
+{
+	struct sockaddr_in t;
+	uint8_t req[10] = { 5, 1, 0, 1 }, rep[10];
+	int fd;
+
+	if (parse_addr(target, &t) < 0 || (fd = dial(proxy)) < 0)
+		return -1;
+	memcpy(req + 4, &t.sin_addr, 4);
+	memcpy(req + 8, &t.sin_port, 2);
+	/* greeting and request in one write: the proxy must take pipelined bytes */
+	uint8_t msg[13] = { 5, 1, 0 };
+	memcpy(msg + 3, req, sizeof(req));
+	if (write_all(fd, msg, sizeof(msg)) < 0)
+		goto fail;
+	uint8_t method[2];
+	if (read_exact(fd, method, sizeof(method)) < 0 || method[0] != 5 || method[1] != 0 ||
+	    read_exact(fd, rep, sizeof(rep)) < 0)
+		goto fail;
+	if (rep[0] != 5 || rep[1] != 0)
+		goto fail;
+	return fd;
+fail:
+	close(fd);
+	return -1;
+}
+
+static int connect_to(const char *addr, const char *socks)
+{
+	return socks ? socks_dial(socks, addr) : dial(addr);
+}
+
+/* One request on @fd; reads the response to the end of its body. 0 or -1. */
+static int http_roundtrip(int fd, bool close_after)
+{
+	static const char keep[] = "GET / HTTP/1.1\r\nHost: bench\r\n\r\n";
+	static const char cls[] = "GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n";
+	char buf[16384];
+	size_t have = 0, want = 0;
+	char *end = NULL;
+
+	if (close_after ? write_all(fd, (const uint8_t *)cls, sizeof(cls) - 1)
+			: write_all(fd, (const uint8_t *)keep, sizeof(keep) - 1))
+		return -1;
+	for (;;) {
+		ssize_t r = recv(fd, buf + have, sizeof(buf) - 1 - have, 0);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return -1;
+		have += (size_t)r;
+		buf[have] = 0;
+		if (!end && (end = strstr(buf, "\r\n\r\n"))) {
+			const char *cl = strcasestr(buf, "content-length:");
+			if (!cl)
+				return -1;
+			want = (size_t)(end + 4 - buf) + strtoul(cl + 15, NULL, 10);
+		}
+		if (end && have >= want)
+			return 0;
+		if (have >= sizeof(buf) - 1) {
+			/* a big body: keep only the count */
+			if (!end)
+				return -1;
+			want -= have;
+			have = 0;
+			end = buf; /* headers seen */
+			if (want == 0)
+				return 0;
+		}
+	}
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+static double pct(double *v, size_t n, double q)
+{
+	if (!n)
+		return 0;
+	size_t i = (size_t)(q * (double)(n - 1) + 0.5);
+	return v[i];
+}
+
+struct rate_arg {
+	const char *addr, *socks;
+	double until;
+	uint64_t done, failed;
+	double *lat; /* connect+request times, microseconds */
+	size_t nlat, cap;
+};
+
+static void *rate_worker(void *p)
+{
+	struct rate_arg *a = p;
+	while (now_s() < a->until) {
+		double t0 = now_s();
+		int fd = connect_to(a->addr, a->socks);
+		if (fd < 0) {
+			a->failed++;
+			continue;
+		}
+		int r = http_roundtrip(fd, true);
+		close(fd);
+		if (r < 0) {
+			a->failed++;
+			continue;
+		}
+		a->done++;
+		if (a->nlat < a->cap)
+			a->lat[a->nlat++] = (now_s() - t0) * 1e6;
+	}
+	return NULL;
+}
+
+static int cmd_rate(const char *addr, double secs, unsigned workers, const char *socks)
+{
+	struct rate_arg *a = calloc(workers, sizeof(*a));
+	pthread_t *th = calloc(workers, sizeof(*th));
+	double until = now_s() + secs, t0 = now_s();
+	uint64_t done = 0, failed = 0;
+	size_t n = 0;
+	if (!a || !th || workers == 0)
+		return 1;
+	for (unsigned i = 0; i < workers; i++) {
+		a[i] = (struct rate_arg){ .addr = addr, .socks = socks, .until = until, .cap = 1u << 20 };
+		a[i].lat = malloc(a[i].cap * sizeof(double));
+		if (!a[i].lat || pthread_create(&th[i], NULL, rate_worker, &a[i]) != 0)
+			return 1;
+	}
+	for (unsigned i = 0; i < workers; i++) {
+		pthread_join(th[i], NULL);
+		done += a[i].done;
+		failed += a[i].failed;
+		n += a[i].nlat;
+	}
+	double dt = now_s() - t0;
+	double *all = malloc((n ? n : 1) * sizeof(double));
+	size_t k = 0;
+	for (unsigned i = 0; i < workers; i++) {
+		memcpy(all + k, a[i].lat, a[i].nlat * sizeof(double));
+		k += a[i].nlat;
+		free(a[i].lat);
+	}
+	qsort(all, n, sizeof(double), cmp_double);
+	printf("conns_per_s %.0f conn_p50_us %.0f conn_p99_us %.0f failed %llu\n", (double)done / dt,
+	       pct(all, n, 0.5), pct(all, n, 0.99), (unsigned long long)failed);
+	free(all);
+	free(a);
+	free(th);
+	return done > 0 && failed * 100 <= done ? 0 : 1;
+}
+
+static int cmd_latency(const char *addr, unsigned count, const char *socks)
+{
+	double *lat = malloc((count ? count : 1) * sizeof(double));
+	int fd = connect_to(addr, socks);
+	if (!lat || fd < 0 || count == 0) {
+		fprintf(stderr, "latency: cannot connect to %s%s%s\n", addr, socks ? " via " : "",
+			socks ? socks : "");
+		return 1;
+	}
+	for (unsigned i = 0; i < count; i++) {
+		double t0 = now_s();
+		if (http_roundtrip(fd, false) < 0) {
+			fprintf(stderr, "latency: request %u failed\n", i);
+			return 1;
+		}
+		lat[i] = (now_s() - t0) * 1e6;
+	}
+	close(fd);
+	qsort(lat, count, sizeof(double), cmp_double);
+	printf("p50_us %.1f p90_us %.1f p99_us %.1f\n", pct(lat, count, 0.5), pct(lat, count, 0.9),
+	       pct(lat, count, 0.99));
+	free(lat);
+	return 0;
+}
+
 static int cmd_whoami(const char *addr)
 {
 	char buf[128];
@@ -551,6 +756,11 @@ int main(int argc, char **argv)
 		return server(4, atoi(argv[2]), 0);
 	if (argc >= 3 && !strcmp(argv[1], "whoami"))
 		return cmd_whoami(argv[2]);
+	if (argc >= 5 && !strcmp(argv[1], "rate"))
+		return cmd_rate(argv[2], atof(argv[3]), (unsigned)atoi(argv[4]),
+				argc > 5 ? argv[5] : NULL);
+	if (argc >= 4 && !strcmp(argv[1], "latency"))
+		return cmd_latency(argv[2], (unsigned)atoi(argv[3]), argc > 4 ? argv[4] : NULL);
 	fprintf(stderr, "usage: see the comment at the top of tests/tools/ml-testpeer.c\n");
 	return 2;
 }
