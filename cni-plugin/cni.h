@@ -106,7 +106,7 @@ int cni_conf_parse(struct cni_conf *ret, const char *buf, size_t len, enum cni_c
 		   struct cni_err *err);
 void cni_conf_free(struct cni_conf *c);
 
-/* The version to put in an error for @buf: its cniVersion if we support it, else ours. */
+/* The version to put in an error: the config's cniVersion if parsed and supported, else ours. */
 const char *cni_conf_error_version(const struct cni_conf *c);
 
 /*

@@ -103,9 +103,18 @@ static int read_stdin(char **ret_buf, size_t *ret_len)
 	return 0;
 }
 
-/* libbpf's messages go to our log, never to stdout. */
-static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap)
+/*
+ * libbpf's messages go to our log, never to stdout. Its tc queries on an interface with
+ * nothing of ours attached (DEL, CHECK) and its clsact creation when the qdisc exists
+ * already print kernel errors the loader treats as answers: those are debug.
+ */
+__attribute__((format(printf, 2, 0))) static int libbpf_print(enum libbpf_print_level level,
+							      const char *fmt, va_list ap)
 {
+	static const char *const expected[] = { "Exclusivity flag on",
+						"Cannot find specified filter chain",
+						"Parent Qdisc doesn't exist" };
+	enum ml_log_level lvl = ML_LOG_WARN;
 	char line[512];
 	size_t n;
 
@@ -115,7 +124,12 @@ static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list 
 	n = strlen(line);
 	if (n > 0 && line[n - 1] == '\n')
 		line[n - 1] = '\0';
-	ml_log(level == LIBBPF_WARN ? ML_LOG_WARN : ML_LOG_DEBUG, "libbpf", line);
+	for (size_t i = 0; i < sizeof(expected) / sizeof(expected[0]); i++)
+		if (strstr(line, expected[i]))
+			lvl = ML_LOG_DEBUG;
+	if (level == LIBBPF_INFO)
+		lvl = ML_LOG_DEBUG;
+	ml_log(lvl, "libbpf", line);
 	return 0;
 }
 

@@ -111,6 +111,9 @@ struct ml_hbone {
 	bool freeing;	       /* ml_hbone_free() running: no callbacks */
 	bool free_pending;     /* ml_hbone_free() called from a callback */
 	bool notify_pending;
+	/* where send_data_cb writes DATA frames: drain's buffer, or the spill during feed */
+	struct ml_buf *cur_out;
+	bool data_sent; /* send_data_cb wrote a DATA frame (feed stops there) */
 };
 
 /* ---- stream bookkeeping ---- */
@@ -340,6 +343,19 @@ static bool authority_ok(const char *a)
 
 /* ---- nghttp2 callbacks ---- */
 
+/* Copy @n bytes to @out, the part that does not fit to the spill buffer (only when @out is
+ * not the spill itself, which then has to take all of it). */
+static size_t emit(struct ml_hbone *h, struct ml_buf *out, const uint8_t *p, size_t n)
+{
+	size_t k = ML_MIN(n, ml_buf_room(out));
+
+	if (k > 0 && ml_buf_append(out, p, k) < 0)
+		k = 0;
+	if (k < n && ml_buf_append(&h->spill, p + k, n - k) < 0)
+		mark_dead(h); /* the byte stream would have a hole: give up */
+	return k;
+}
+
 static ssize_t data_read_cb(nghttp2_session *session, int32_t sid, uint8_t *buf, size_t length,
 			    uint32_t *data_flags, nghttp2_data_source *source, void *user_data)
 {
@@ -350,26 +366,61 @@ static ssize_t data_read_cb(nghttp2_session *session, int32_t sid, uint8_t *buf,
 		s->deferred = true;
 		return NGHTTP2_ERR_DEFERRED;
 	}
+	(void)buf;
 	n = ML_MIN(length, ml_buf_used(&s->sendq));
-	if (n > 0) {
-		memcpy(buf, ml_buf_head(&s->sendq), n);
-		ml_buf_consume(&s->sendq, n);
-	}
-	if (ml_buf_used(&s->sendq) == 0) {
-		/* Idle tunnels should not pin a full send queue each. */
-		ml_buf_release(&s->sendq);
+	if (n == ml_buf_used(&s->sendq)) {
 		if (s->shut_wr) {
 			*data_flags |= NGHTTP2_DATA_FLAG_EOF;
 		} else if (n == 0) {
+			/* Idle tunnels should not pin a full send queue each. */
+			ml_buf_release(&s->sendq);
 			s->deferred = true;
 			return NGHTTP2_ERR_DEFERRED;
 		}
 	}
+	/* the payload goes from the send queue straight to the output in send_data_cb */
+	if (n > 0)
+		*data_flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+	else
+		ml_buf_release(&s->sendq);
+	return (ssize_t)n;
+}
+
+/*
+ * A DATA frame prepared with NGHTTP2_DATA_FLAG_NO_COPY: its header and the head of the
+ * stream's send queue go to the current output in one step (one copy of the payload
+ * instead of two). No room for the whole frame: WOULDBLOCK, nghttp2 calls again later;
+ * an empty output too small for a frame still takes it, the rest going to the spill.
+ */
+static int send_data_cb(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *framehd,
+			size_t length, nghttp2_data_source *source, void *user_data)
+{
+	struct ml_hbone *h = user_data;
+	struct hb_stream *s = source->ptr;
+	struct ml_buf *out = h->cur_out;
+
+	(void)session;
+	if (!out || h->data_sent)
+		return NGHTTP2_ERR_WOULDBLOCK;
+	/* we never ask for padding; a frame with it would not be what we sized */
+	if (frame->data.padlen > 0 || ml_buf_used(&s->sendq) < length)
+		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	if (ml_buf_room(out) < 9 + length && (out == &h->spill || ml_buf_used(out) > 0))
+		return NGHTTP2_ERR_WOULDBLOCK;
+	(void)emit(h, out, framehd, 9);
+	(void)emit(h, out, ml_buf_head(&s->sendq), length);
+	if (h->dead)
+		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	ml_buf_consume(&s->sendq, length);
+	if (ml_buf_used(&s->sendq) == 0)
+		ml_buf_release(&s->sendq);
 	if (s->blocked && ml_buf_used(&s->sendq) <= ML_HBONE_STREAM_SEND_MAX / 2) {
 		s->notify = true;
-		s->h->notify_pending = true;
+		h->notify_pending = true;
 	}
-	return (ssize_t)n;
+	if (out == &h->spill)
+		h->data_sent = true; /* feed: DATA is drain's job, stop here */
+	return 0;
 }
 
 static int on_begin_headers_cb(nghttp2_session *session, const nghttp2_frame *frame,
@@ -693,6 +744,7 @@ static struct ml_hbone *hbone_new(const struct ml_hbone_cbs *cbs, void *ud, bool
 	nghttp2_session_callbacks_set_on_stream_close_callback(ncb, on_stream_close_cb);
 	nghttp2_session_callbacks_set_on_frame_send_callback(ncb, on_frame_send_cb);
 	nghttp2_session_callbacks_set_on_frame_not_send_callback(ncb, on_frame_not_send_cb);
+	nghttp2_session_callbacks_set_send_data_callback(ncb, send_data_cb);
 
 	if (nghttp2_option_new(&opt) != 0)
 		goto err_cbs;
@@ -784,6 +836,8 @@ struct ml_hbone *ml_hbone_free(struct ml_hbone *h)
  */
 static void flush_provoked(struct ml_hbone *h)
 {
+	h->cur_out = &h->spill;
+	h->data_sent = false;
 	for (unsigned i = 0; i <= MAX_OUTBOUND_QUEUE && !h->dead &&
 			     nghttp2_session_get_outbound_queue_size(h->session) > 0;
 	     i++) {
@@ -794,18 +848,24 @@ static void flush_provoked(struct ml_hbone *h)
 			return;
 		if (n < 0) {
 			mark_dead(h);
-			return;
+			break;
+		}
+		if (h->data_sent) {
+			h->backlog++;
+			break; /* a NO_COPY DATA frame went to the spill */
 		}
 		if (n == 0)
-			return;
+			break;
 		if (ml_buf_append(&h->spill, p, (size_t)n) < 0) {
 			mark_dead(h);
-			return;
+			break;
 		}
 		h->backlog++;
 		if (n >= 9 && p[3] == NGHTTP2_DATA)
-			return;
+			break;
 	}
+	h->cur_out = NULL;
+	h->data_sent = false;
 }
 
 int ml_hbone_feed(struct ml_hbone *h, const uint8_t *p, size_t len)
@@ -871,18 +931,6 @@ static void notify_writable(struct ml_hbone *h)
 	}
 }
 
-/* Copy @n bytes to @out, the part that does not fit to the spill buffer. */
-static size_t emit(struct ml_hbone *h, struct ml_buf *out, const uint8_t *p, size_t n)
-{
-	size_t k = ML_MIN(n, ml_buf_room(out));
-
-	if (k > 0 && ml_buf_append(out, p, k) < 0)
-		k = 0;
-	if (k < n && ml_buf_append(&h->spill, p + k, n - k) < 0)
-		mark_dead(h); /* the byte stream would have a hole: give up */
-	return k;
-}
-
 size_t ml_hbone_drain(struct ml_hbone *h, struct ml_buf *out)
 {
 	size_t total = 0;
@@ -904,8 +952,11 @@ size_t ml_hbone_drain(struct ml_hbone *h, struct ml_buf *out)
 		return total;
 
 	h->in_io = true;
+	h->cur_out = out;
+	h->data_sent = false;
 	while (ml_buf_room(out) > 0 && !h->dead) {
 		const uint8_t *p;
+		size_t before = ml_buf_used(out);
 		ssize_t n = nghttp2_session_mem_send(h->session, &p);
 
 		if (h->free_pending)
@@ -914,11 +965,13 @@ size_t ml_hbone_drain(struct ml_hbone *h, struct ml_buf *out)
 			mark_dead(h);
 			break;
 		}
-		if (n > 0) {
+		/* NO_COPY DATA frames written by send_data_cb during the call come first; an
+		 * output they filled sends what follows them to the spill, in order */
+		total += ml_buf_used(out) - before;
+		if (n > 0)
 			total += emit(h, out, p, (size_t)n);
-			if (ml_buf_used(&h->spill) > 0)
-				break;
-		}
+		if (ml_buf_used(&h->spill) > 0)
+			break;
 		if (h->calm_pending) {
 			calm_check(h);
 			continue; /* the GOAWAY is now queued */
@@ -926,6 +979,7 @@ size_t ml_hbone_drain(struct ml_hbone *h, struct ml_buf *out)
 		if (n == 0)
 			break;
 	}
+	h->cur_out = NULL;
 	if (!h->free_pending)
 		notify_writable(h);
 	h->in_io = false;

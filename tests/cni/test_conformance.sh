@@ -13,7 +13,12 @@ set -euo pipefail
 CNI_BIN=${CNI_BIN:-/usr/lib/cni}
 
 FAILS=0
-fail() { echo "FAIL: $*" >&2; FAILS=$((FAILS + 1)); }
+# also recorded in a file: some checks run inside $(...), whose FAILS increments are lost
+fail() {
+	echo "FAIL: $*" >&2
+	FAILS=$((FAILS + 1))
+	[ -z "${TMP-}" ] || echo "$*" >>"$TMP/failed"
+}
 ok() { echo "ok: $*"; }
 die() { echo "FATAL: $*" >&2; exit 1; }
 
@@ -29,7 +34,8 @@ mountpoint -q /sys/fs/bpf || die "the BPF filesystem is not mounted at /sys/fs/b
 ID=$$
 NODE=mlcni-node-$ID
 BRIDGE=mlcnibr$ID
-BPF_DIR=/sys/fs/bpf/meshlite-test-$ID
+# "-cni-": tests/unit/ebpf uses meshlite-test-<pid>, which another PID namespace may share
+BPF_DIR=/sys/fs/bpf/meshlite-test-cni-$ID
 TMP=$(mktemp -d /tmp/mlcni-test.XXXXXX)
 STATE=$TMP/state
 IPAM=$TMP/ipam
@@ -39,7 +45,7 @@ LISTENER=""
 cleanup() {
 	local rc=$?
 	[ -n "$LISTENER" ] && kill "$LISTENER" 2>/dev/null && wait "$LISTENER" 2>/dev/null
-	if [ $rc -ne 0 ] || [ $FAILS -ne 0 ]; then
+	if [ $rc -ne 0 ] || [ "$FAILS" -ne 0 ] || [ -s "$TMP/failed" ]; then
 		[ -f "$STATE.log" ] && { echo "--- meshlite-cni log (tail)"; tail -n 40 "$STATE.log"; }
 	fi
 	for p in "${PODS[@]}"; do ip netns del "$p" 2>/dev/null || true; done
@@ -112,9 +118,21 @@ EOF
 
 pod_ips() { python3 -c 'import json,sys; print(" ".join(i["address"].split("/")[0] for i in json.loads(sys.argv[1])["ips"]))' "$1"; }
 
+# The pinned map must stay the one the first ADD created: the plugin never replaces it, so
+# a new id means something else removed our pin (which would fake "entry gone" results).
+MAP_ID=""
+map_id() { bpftool -j map show pinned "$BPF_DIR/ml_enroll_v1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'; }
+
 # Enrollment map entries as "IP STATE" lines, from the raw bytes bpftool prints.
 map_entries() {
-	[ -e "$BPF_DIR/ml_enroll_v1" ] || return 0
+	local id
+	if [ ! -e "$BPF_DIR/ml_enroll_v1" ]; then
+		[ -z "$MAP_ID" ] || fail "the pinned map $BPF_DIR/ml_enroll_v1 disappeared"
+		return 0
+	fi
+	id=$(map_id)
+	[ -n "$MAP_ID" ] || MAP_ID=$id
+	[ "$id" = "$MAP_ID" ] || fail "the pinned map was replaced (id $MAP_ID -> $id)"
 	bpftool -j map dump pinned "$BPF_DIR/ml_enroll_v1" | python3 -c '
 import ipaddress, json, sys
 for e in json.load(sys.stdin):
@@ -413,7 +431,8 @@ rm -rf "$BPF_DIR"
 if grep -q -- "-$ID\b" <<<"$(ip netns list)"; then fail "namespaces left: $(ip netns list | grep -- "-$ID")"; fi
 if [ -e "$BPF_DIR" ]; then fail "pins left in $BPF_DIR"; else ok "no namespaces or pins left"; fi
 
-if [ $FAILS -ne 0 ]; then
+[ ! -s "$TMP/failed" ] || FAILS=$(wc -l <"$TMP/failed")
+if [ "$FAILS" -ne 0 ]; then
 	echo "$FAILS check(s) failed" >&2
 	exit 1
 fi

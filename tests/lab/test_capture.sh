@@ -12,6 +12,7 @@
 #  - ztunnel killed on node-1: the enrolled client's connections fail, nothing of them on
 #    the wire; pods outside the mesh unaffected; ztunnel started again re-adopts the pinned
 #    state and the client's next connections work, without touching the pod
+#  - ztunnel's SOCKS5 listener relays an explicit CONNECT and refuses a host name
 #  - removing the label takes the pods out again (direct traffic)
 #  - lab down leaves no pinned map
 . "$(dirname "$0")/lib.sh"
@@ -172,6 +173,31 @@ echo_ok shop/client "$server:8081" && ok "STRICT: the mesh client still gets thr
 apply "$fixtures/permissive.yaml"
 wait_for 5 bash -c "[ \"\$(timeout 5 \"$MESHLITE\" lab exec --name $LAB_NAME outside/outsider -- $TESTPEER probe $server:8081)\" = data ]" &&
 	ok "PERMISSIVE: plaintext admitted again" || fail "PERMISSIVE: plaintext still refused"
+
+# ---- explicit outbound: ztunnel's SOCKS5 listener (the lab turns it on, on 15080)
+socks_out=$(lab_exec outside/outsider -- /usr/bin/python3 - "$plainsrv" <<'PY'
+import socket, struct, sys
+def ask(req):
+    s = socket.create_connection(("10.200.0.1", 15080), timeout=5)
+    s.sendall(b"\x05\x01\x00" + req)  # greeting and request in one write
+    method = s.recv(2)
+    rep = b""
+    while len(rep) < 10:
+        b = s.recv(10 - len(rep))
+        if not b:
+            break
+        rep += b
+    return s, method, rep
+s, m, rep = ask(b"\x05\x01\x00\x01" + socket.inet_aton(sys.argv[1]) + struct.pack("!H", 8081))
+s.sendall(b"through socks5")
+echo = s.recv(100)
+s, m2, rep2 = ask(b"\x05\x01\x00\x03\x07example\x00\x50")
+print(m.hex(), rep[:2].hex(), echo.decode(), rep2[:2].hex())
+PY
+)
+[ "$socks_out" = "0500 0500 through socks5 0508" ] &&
+	ok "SOCKS5 on 15080: CONNECT relayed (echo), a name refused with reply 8" ||
+	fail "SOCKS5: got '$socks_out'"
 
 # ---- leaving the mesh, and back
 apply "$fixtures/ns-plain.yaml"

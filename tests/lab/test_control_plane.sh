@@ -13,7 +13,8 @@
 #  - refusals: an unsupported kind (nothing applied), deleting a pod that does not exist,
 #    deleting a namespace that still runs pods
 #  - killing istiod-lite (PID from lab status) does not break new connections between
-#    known workloads
+#    known workloads; started again with the same command line, the ztunnels resync and a
+#    pod applied afterwards reaches them
 #  - lab down removes istiod-lite with everything else (a second, short lab checks that a
 #    running one is stopped)
 . "$(dirname "$0")/lib.sh"
@@ -262,6 +263,8 @@ status_json | python3 -c 'import json, sys; assert all(p["name"] != "server2" fo
 	fail "node-1 still lists server2: $(workload_protocol node-1 server2)"
 
 # ---- the control plane goes away: known workloads keep talking over HBONE
+mapfile -d '' istiod_argv </proc/"$istiod_pid"/cmdline
+fabric=$(status_json | python3 -c 'import json, sys; print(json.load(sys.stdin)["nodes"][0]["netns"].rsplit("-node-", 1)[0] + "-fabric")')
 kill -KILL "$istiod_pid"
 wait_for 5 sh -c "! kill -0 $istiod_pid 2>/dev/null || grep -q '^Z' /proc/$istiod_pid/stat 2>/dev/null" || fail "istiod-lite survived SIGKILL"
 [ "$(status_json | python3 -c 'import json, sys; print(json.load(sys.stdin)["control_plane"]["alive"])')" = False ] &&
@@ -273,6 +276,31 @@ sleep 0.3
 n1_=$(hbone_lines "$log1" "$server_id")
 [ $((n1_ - n0)) -ge 20 ] && ok "they went through HBONE ($((n1_ - n0)) access lines)" ||
 	fail "only $((n1_ - n0)) HBONE access lines for 20 connections"
+
+# ---- istiod-lite back (same command line, same CA and tokens): the ztunnels resync
+syncs1=$(grep -c 'control plane connection restored' "$log1" || true)
+nsenter --net="/run/netns/$fabric" "${istiod_argv[@]}" >>"$istiod_log" 2>&1 &
+istiod2=$!
+wait_for 10 ip netns exec "$n1" curl -sf http://10.200.0.254:15014/healthz/ready -o /dev/null &&
+	ok "istiod-lite restarted ($istiod2)" || fail "restarted istiod-lite not ready"
+wait_for 15 sh -c "[ \$(grep -c 'control plane connection restored' '$log1') -gt $syncs1 ]" &&
+	ok "node-1 resynced with the restarted istiod-lite" || fail "node-1 did not resync"
+# a change made after the restart reaches the ztunnels
+python3 - "$work/server2.yaml" "$work/server3.yaml" <<'PY'
+import sys
+# server3: the pod of server2.yaml under another name, with server2's service account kept
+docs = open(sys.argv[1]).read().split("\n---\n")
+pod = [d for d in docs if "kind: Pod" in d][0]
+pod = pod.replace("name: server2\n", "name: server3\n", 1).replace("app: server2", "app: server3").replace("8082", "8083")
+sa = [d for d in docs if "kind: ServiceAccount" in d][0]
+open(sys.argv[2], "w").write(sa + "\n---\n" + pod + "\n")
+PY
+apply "$work/server3.yaml" >/dev/null || fail "lab apply after the restart failed"
+wait_for 10 sh -c "[ \"\$(ip netns exec $n1 curl -sf http://$(node_field node-1 ztunnel.admin)/config_dump | python3 -c 'import json,sys; print(next((w[\"protocol\"] for w in json.load(sys.stdin)[\"workloads\"] if w[\"name\"] == \"server3\"), \"none\"))')\" = HBONE ]" &&
+	ok "a pod applied after the restart reached node-1 over xDS" || fail "node-1 did not learn server3 from the restarted istiod-lite"
+echo_ok "$(pod_ip shop/server3):8083" 3 && ok "client -> server3 through the mesh" || fail "client -> server3 failed"
+kill "$istiod2" 2>/dev/null || fail "restarted istiod-lite died: $(tail -n 3 "$istiod_log")"
+wait "$istiod2" 2>/dev/null || true
 
 # ---- no sanitizer report in any daemon's log
 for f in "$istiod_log" "$log1" "$log2"; do
