@@ -6,6 +6,7 @@
  * finish_handshake() has seen that verification pass.
  */
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -55,7 +56,10 @@ enum tls_state {
 struct ml_tls {
 	struct ml_tls_ctx *ctx; /* one reference */
 	SSL *ssl;
-	BIO *rbio, *wbio; /* owned by ssl */
+	BIO *rbio;	/* owned by ssl */
+	BIO *wdirect;	/* owned by ssl: writes to @wout, else to @wbio (see direct_write) */
+	BIO *wbio;	/* owned by wdirect: ciphertext waiting for ml_tls_drain() */
+	struct ml_buf *wout; /* ml_tls_write_to(): where ciphertext goes directly */
 	enum tls_state state;
 	bool server;
 	bool verified;	  /* set by verify_peer() only, after every check passed */
@@ -67,6 +71,59 @@ struct ml_tls {
 	struct ml_spiffe_id peer;
 	char reason[REASON_MAX];
 };
+
+/*
+ * The write BIO. Ciphertext goes straight into the caller's buffer during
+ * ml_tls_write_to() when it fits and nothing older is queued (the order on the wire is the
+ * order of writes); anything else is queued in a memory BIO for ml_tls_drain(). This saves
+ * the copy out of the memory BIO on the data path.
+ */
+static int direct_write(BIO *b, const char *in, int len)
+{
+	struct ml_tls *t = BIO_get_data(b);
+
+	if (len <= 0)
+		return 0;
+	if (t->wout && BIO_ctrl_pending(t->wbio) == 0 && ml_buf_room(t->wout) >= (size_t)len &&
+	    ml_buf_append(t->wout, in, (size_t)len) == 0)
+		return len;
+	return BIO_write(t->wbio, in, len);
+}
+
+static long direct_ctrl(BIO *b, int cmd, long larg, void *parg)
+{
+	struct ml_tls *t = BIO_get_data(b);
+
+	if (cmd == BIO_CTRL_FLUSH)
+		return 1;
+	return BIO_ctrl(t->wbio, cmd, larg, parg);
+}
+
+static int direct_destroy(BIO *b)
+{
+	struct ml_tls *t = BIO_get_data(b);
+
+	if (t) {
+		BIO_free(t->wbio);
+		t->wbio = NULL;
+	}
+	BIO_set_data(b, NULL);
+	return 1;
+}
+
+static BIO_METHOD *direct_method;
+static pthread_once_t direct_once = PTHREAD_ONCE_INIT;
+
+static void direct_method_init(void)
+{
+	BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "meshlite-direct");
+
+	if (m && BIO_meth_set_write(m, direct_write) && BIO_meth_set_ctrl(m, direct_ctrl) &&
+	    BIO_meth_set_destroy(m, direct_destroy))
+		direct_method = m;
+	else if (m)
+		BIO_meth_free(m);
+}
 
 /* The first reason recorded wins: later errors are usually consequences of it. */
 static void __attribute__((format(printf, 2, 3))) set_reason(struct ml_tls *t, const char *fmt, ...)
@@ -647,11 +704,15 @@ static struct ml_tls *tls_new(struct ml_tls_ctx *c, bool server)
 	t->ssl = SSL_new(c->ssl);
 	t->rbio = BIO_new(BIO_s_mem());
 	t->wbio = BIO_new(BIO_s_mem());
-	if (!t->ssl || !t->rbio || !t->wbio || !SSL_set_app_data(t->ssl, t))
+	(void)pthread_once(&direct_once, direct_method_init);
+	t->wdirect = direct_method ? BIO_new(direct_method) : NULL;
+	if (!t->ssl || !t->rbio || !t->wbio || !t->wdirect || !SSL_set_app_data(t->ssl, t))
 		goto err_free;
+	BIO_set_data(t->wdirect, t);
+	BIO_set_init(t->wdirect, 1);
 	/* An empty input BIO means "want read", not EOF. */
 	BIO_set_mem_eof_return(t->rbio, -1);
-	SSL_set_bio(t->ssl, t->rbio, t->wbio);
+	SSL_set_bio(t->ssl, t->rbio, t->wdirect);
 	if (server)
 		SSL_set_accept_state(t->ssl);
 	else
@@ -665,8 +726,10 @@ static struct ml_tls *tls_new(struct ml_tls_ctx *c, bool server)
 	t->ctx = ml_tls_ctx_ref(c);
 	return t;
 err_free:
-	/* Not attached to the SSL yet: free them separately. */
+	/* Not attached to the SSL yet: free them separately (wdirect has no data yet, so
+	 * freeing it leaves wbio alone). */
 	BIO_free(t->rbio);
+	BIO_free(t->wdirect);
 	BIO_free(t->wbio);
 	SSL_free(t->ssl);
 	free(t);
@@ -788,6 +851,16 @@ int ml_tls_write(struct ml_tls *t, const uint8_t *pt, size_t len)
 		done += (size_t)n;
 	}
 	return (int)done;
+}
+
+int ml_tls_write_to(struct ml_tls *t, const uint8_t *pt, size_t len, struct ml_buf *out)
+{
+	int r;
+
+	t->wout = out;
+	r = ml_tls_write(t, pt, len);
+	t->wout = NULL;
+	return r;
 }
 
 int ml_tls_shutdown(struct ml_tls *t)

@@ -87,6 +87,10 @@ int ml_tls_handshake(struct ml_tls *t);
 int ml_tls_read(struct ml_tls *t, uint8_t *out, size_t cap);
 /* Encrypt @len plaintext bytes (records of up to 16 KiB); ciphertext becomes pending. */
 int ml_tls_write(struct ml_tls *t, const uint8_t *pt, size_t len);
+/* ml_tls_write(), with the ciphertext appended to @out directly while it fits and nothing
+ * is pending from before (saves ml_tls_drain()'s copy); the rest becomes pending as usual,
+ * so callers still drain afterwards. */
+int ml_tls_write_to(struct ml_tls *t, const uint8_t *pt, size_t len, struct ml_buf *out);
 /* Queue close_notify. */
 int ml_tls_shutdown(struct ml_tls *t);
 /* Pending ciphertext to send: moves it into @out (appends; respects out's cap, leaving the

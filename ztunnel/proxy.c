@@ -646,12 +646,12 @@ static void tunnel_flush(struct zt_tunnel *t)
 			size_t n = ml_hbone_drain(t->h2, &t->plain);
 			if (n == 0)
 				break;
-			if (ml_tls_write(t->tls, ml_buf_head(&t->plain), n) < 0) {
+			tx = ml_sock_txbuf(t->sock);
+			ml_tls_drain(t->tls, tx); /* older ciphertext first */
+			if (ml_tls_write_to(t->tls, ml_buf_head(&t->plain), n, tx) < 0) {
 				tunnel_fail(t, ml_tls_error(t->tls));
 				return;
 			}
-			tx = ml_sock_txbuf(t->sock);
-			ml_tls_drain(t->tls, tx);
 		}
 	}
 	tx = ml_sock_txbuf(t->sock);

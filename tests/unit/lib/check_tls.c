@@ -507,6 +507,65 @@ START_TEST(test_1mib_transfer)
 }
 END_TEST
 
+/*
+ * ml_tls_write_to(): ciphertext lands in the caller's buffer while it fits and nothing older
+ * is pending; what does not fit is queued, in order, and the peer reads it all back.
+ */
+START_TEST(test_write_to)
+{
+	struct ml_tls_ctx *sc = ctx_id(ca, SRV_ID), *cc = ctx_id(ca, CLI_ID);
+	struct ml_spiffe_id want = id_of(SRV_ID);
+	struct peer c = tls_peer(ml_tls_new_client(cc, &want));
+	struct peer s = tls_peer(ml_tls_new_server(sc));
+	const size_t n = 3 * 16384 + 100, rec = 5 + 16384 + 1 + 16;
+	uint8_t *src = malloc(n), *dst = malloc(2 * n + 10);
+	struct ml_buf out, small;
+
+	run(&c, &s);
+	ck_assert(c.hs == 1 && s.hs == 1);
+	fill_pattern(src, n, 11);
+	s.sink = dst;
+	s.sink_cap = 2 * n + 10;
+
+	/* room for everything: nothing pending, four records in @out */
+	ml_buf_init(&out, 1 << 20);
+	ck_assert_int_eq(ml_tls_write_to(c.t, src, n, &out), (int)n);
+	ck_assert_uint_eq(ml_tls_pending(c.t), 0);
+	ck_assert_uint_eq(ml_buf_used(&out), 3 * rec + 5 + 100 + 1 + 16);
+	p_feed(&s, ml_buf_head(&out), ml_buf_used(&out));
+	run(&c, &s);
+	ck_assert_uint_eq(s.got, n);
+	ck_assert(memcmp(src, dst, n) == 0);
+
+	/* room for one record: the rest is queued, and once something is queued even a
+	 * record that would fit waits behind it */
+	ml_buf_init(&small, rec + 10);
+	ck_assert_int_eq(ml_tls_write_to(c.t, src, n, &small), (int)n);
+	ck_assert_uint_eq(ml_buf_used(&small), rec);
+	ck_assert_uint_gt(ml_tls_pending(c.t), 0);
+	size_t queued = ml_tls_pending(c.t);
+	ml_buf_reset(&out);
+	ck_assert_int_eq(ml_tls_write_to(c.t, src, 10, &out), 10);
+	ck_assert_uint_eq(ml_buf_used(&out), 0);
+	ck_assert_uint_eq(ml_tls_pending(c.t), queued + 5 + 10 + 1 + 16);
+	p_feed(&s, ml_buf_head(&small), ml_buf_used(&small));
+	run(&c, &s); /* drains the queue */
+	ck_assert_uint_eq(s.got, 2 * n + 10);
+	ck_assert(memcmp(src, dst + n, n) == 0);
+	ck_assert(memcmp(src, dst + 2 * n, 10) == 0);
+
+	ml_buf_release(&out);
+	ml_buf_release(&small);
+	s.sink = NULL;
+	free(src);
+	free(dst);
+	p_free(&c);
+	p_free(&s);
+	ml_tls_ctx_unref(sc);
+	ml_tls_ctx_unref(cc);
+}
+END_TEST
+
 START_TEST(test_validity_edge_accepted)
 {
 	/* T3: a cert valid for 3 more seconds is still accepted (no early cut-off). */
@@ -1445,6 +1504,7 @@ static Suite *tls_suite(void)
 	tcase_add_test(good, test_handshake_and_data);
 	tcase_add_test(good, test_both_directions);
 	tcase_add_test(good, test_1mib_transfer);
+	tcase_add_test(good, test_write_to);
 	tcase_add_test(good, test_validity_edge_accepted);
 	tcase_add_test(good, test_trust_bundle_overlap);
 
