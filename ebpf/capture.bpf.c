@@ -185,8 +185,16 @@ static __always_inline int parse_ipv6(void *data, void *data_end, struct pkt *p)
 		case NEXTHDR_FRAGMENT:
 			frag = bpf_ntohs(*(__be16 *)(h + 2));
 			/* offset 0 without M is an atomic fragment (RFC 6946): parse on */
-			if (frag & (IP6_MF | IP6_OFFSET))
+			if (frag & (IP6_MF | IP6_OFFSET)) {
+				/* a fragment of UDP, ICMPv6, ...: not ours, as for IPv4 */
+				if (h[0] != NEXTHDR_TCP && h[0] != NEXTHDR_HOP &&
+				    h[0] != NEXTHDR_ROUTING && h[0] != NEXTHDR_FRAGMENT &&
+				    h[0] != NEXTHDR_AUTH && h[0] != NEXTHDR_DEST) {
+					p->l4 = h[0];
+					return PARSE_OTHER;
+				}
 				return PARSE_UNKNOWN;
+			}
 			off += 8;
 			break;
 		case NEXTHDR_AUTH:

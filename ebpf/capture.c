@@ -159,8 +159,9 @@ static int enroll_check(int fd)
 	__u32 len = sizeof(info);
 
 	memset(&info, 0, sizeof(info));
+	/* not a BPF map at all (or not an fd): the same answer as the wrong map */
 	if (bpf_obj_get_info_by_fd(fd, &info, &len))
-		return -errno;
+		return -EBADF;
 	if (info.type != BPF_MAP_TYPE_HASH || info.key_size != sizeof(struct ebpf_enroll_key) ||
 	    info.value_size != sizeof(__u32) || info.max_entries != MESHLITE_ENROLL_MAX)
 		return -EBADF;

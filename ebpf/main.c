@@ -20,8 +20,9 @@ static const char usage[] =
 	"Usage: " PROG " [-v] [--bpf-dir DIR] COMMAND\n"
 	"\n"
 	"Capture an interface's TCP traffic into ztunnel with tc + bpf_sk_assign, in the\n"
-	"current network namespace (run it under \"ip netns exec NODE\"). What is captured\n"
-	"follows the node's enrollment map, pinned as DIR/ml_enroll_v1 (created if missing).\n"
+	"current network namespace (run it under \"nsenter --net=/run/netns/NODE\": \"ip netns\n"
+	"exec\" remounts /sys and hides /sys/fs/bpf). What is captured follows the node's\n"
+	"enrollment map, pinned as DIR/ml_enroll_v1 (created if missing).\n"
 	"\n"
 	"Commands:\n"
 	"  attach pod IFNAME --addr IP [--addr IP]...\n"
@@ -197,8 +198,11 @@ static int cmd_enroll(int argc, char **argv)
 
 	if (argc == 2 && strcmp(argv[1], "list") == 0) {
 		map = ebpf_enroll_open(bpf_dir, false);
-		if (map == -ENOENT)
-			return EXIT_SUCCESS; /* nothing pinned: nothing enrolled */
+		if (map == -ENOENT) {
+			/* nothing pinned: nothing enrolled, but say so (a hidden bpffs looks alike) */
+			fprintf(stderr, PROG ": no enrollment map pinned in %s\n", bpf_dir);
+			return EXIT_SUCCESS;
+		}
 		if (map < 0)
 			return fail(map, "enrollment map in %s", bpf_dir);
 		err = ebpf_enroll_foreach(map, print_entry, NULL);

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * capture.bpf.c under BPF_PROG_TEST_RUN, in Cilium's PKTGEN / SETUP / CHECK shape: build a
- * frame, create the sockets the case needs, run the program once, check verdict, mark and
- * counters. Then the loader API (tc slot, routing) on lo.
+ * frame, set the enrollment entries and create the sockets the case needs, run the program
+ * once, check verdict, mark and counters. Then the loader API on lo: the tc slot, the
+ * enrollment map (pinned in a private directory of the host's bpffs), routing.
  *
  * Everything runs in a private network namespace (unshare(CLONE_NEWNET) on first use), so
  * listeners, tc filters and rules never touch the host. Without root or BPF the tests fail:
@@ -357,15 +358,19 @@ struct setup {
 	uint16_t port;
 };
 
-#define SETUP_NONE { .kind = S_NONE }
-#define SETUP_LISTEN_V4(p) { .kind = S_LISTEN_V4, .port = (p) }
-#define SETUP_LISTEN_DUAL(p) { .kind = S_LISTEN_DUAL, .port = (p) }
-#define SETUP_LISTEN_V6ONLY(p) { .kind = S_LISTEN_V6ONLY, .port = (p) }
-#define SETUP_ORIG_LISTENER { .kind = S_ORIG_LISTENER }
-#define SETUP_ESTAB { .kind = S_ESTAB }
-#define SETUP_ESTAB_OTHER { .kind = S_ESTAB_OTHER }
-#define SETUP_TIME_WAIT { .kind = S_TIME_WAIT }
-#define SETUP_TIME_WAIT_LISTEN(p) { .kind = S_TIME_WAIT_LISTEN, .port = (p) }
+#define SETUP(k, p)                                                                                \
+	{                                                                                          \
+		.kind = S_##k, .port = (p)                                                         \
+	}
+#define SETUP_NONE SETUP(NONE, 0)
+#define SETUP_LISTEN_V4(p) SETUP(LISTEN_V4, p)
+#define SETUP_LISTEN_DUAL(p) SETUP(LISTEN_DUAL, p)
+#define SETUP_LISTEN_V6ONLY(p) SETUP(LISTEN_V6ONLY, p)
+#define SETUP_ORIG_LISTENER SETUP(ORIG_LISTENER, 0)
+#define SETUP_ESTAB SETUP(ESTAB, 0)
+#define SETUP_ESTAB_OTHER SETUP(ESTAB_OTHER, 0)
+#define SETUP_TIME_WAIT SETUP(TIME_WAIT, 0)
+#define SETUP_TIME_WAIT_LISTEN(p) SETUP(TIME_WAIT_LISTEN, p)
 
 struct env {
 	int fds[3];
@@ -587,10 +592,17 @@ struct capture_case {
 		.name = (nm), .node = (prg), .map = mp, .setup = st, .verdict = (v),               \
 		.marked = (mk), .stat = (cnt), .pkt = { __VA_ARGS__ },                             \
 	}
-#define MAP(...) { __VA_ARGS__ }
-#define ENROLLED(a) { (a), EBPF_ENROLL_ENROLLED }
-#define PENDING(a) { (a), EBPF_ENROLL_PENDING }
-#define ABSENT(a) { (a), EBPF_ENROLL_NONE }
+#define MAP(...)                                                                                   \
+	{                                                                                          \
+		__VA_ARGS__                                                                        \
+	}
+#define ENTRY(a, st)                                                                               \
+	{                                                                                          \
+		(a), EBPF_ENROLL_##st                                                              \
+	}
+#define ENROLLED(a) ENTRY(a, ENROLLED)
+#define PENDING(a) ENTRY(a, PENDING)
+#define ABSENT(a) ENTRY(a, NONE)
 #define POD false
 #define NODE true
 #define MARK true
@@ -640,8 +652,8 @@ static const struct capture_case cases[] = {
 	     TCP(40000, 8080, F_SYN)),
 	CASE("syn6 no listener", POD, SETUP_NONE, SHOT, NOMARK, NO_LISTENER, POD_V6,
 	     TCP(40000, 8080, F_SYN)),
-	CASE("syn4 only a v6only listener", POD, SETUP_LISTEN_V6ONLY(OUT_PORT), SHOT, NOMARK, NO_LISTENER,
-	     POD_V4, TCP(40000, 8080, F_SYN)),
+	CASE("syn4 only a v6only listener", POD, SETUP_LISTEN_V6ONLY(OUT_PORT), SHOT, NOMARK,
+	     NO_LISTENER, POD_V4, TCP(40000, 8080, F_SYN)),
 	CASE("syn4 listener on the original port is not ours", POD, SETUP_ORIG_LISTENER, SHOT,
 	     NOMARK, NO_LISTENER, LO4, TCP(40000, 8080, F_SYN)),
 	CASE("syn4 with ip options", POD, SETUP_NONE, SHOT, NOMARK, NO_LISTENER, POD_V4,
@@ -654,12 +666,12 @@ static const struct capture_case cases[] = {
 	/* a new connection with our listener: marked and handed to the assign */
 	CASE("syn4 listener", POD, SETUP_LISTEN_V4(OUT_PORT), SHOT, MARK, ASSIGN_ERR, POD_V4,
 	     TCP(40000, 8080, F_SYN)),
-	CASE("syn4 dual-stack listener", POD, SETUP_LISTEN_DUAL(OUT_PORT), SHOT, MARK, ASSIGN_ERR, POD_V4,
-	     TCP(40000, 8080, F_SYN)),
+	CASE("syn4 dual-stack listener", POD, SETUP_LISTEN_DUAL(OUT_PORT), SHOT, MARK, ASSIGN_ERR,
+	     POD_V4, TCP(40000, 8080, F_SYN)),
 	CASE("syn6 listener", POD, SETUP_LISTEN_V6ONLY(OUT_PORT), SHOT, MARK, ASSIGN_ERR, POD_V6,
 	     TCP(40000, 8080, F_SYN)),
-	CASE("syn4 listener, ip options", POD, SETUP_LISTEN_V4(OUT_PORT), SHOT, MARK, ASSIGN_ERR, POD_V4,
-	     TCP(40000, 8080, F_SYN), .ip_optwords = 3),
+	CASE("syn4 listener, ip options", POD, SETUP_LISTEN_V4(OUT_PORT), SHOT, MARK, ASSIGN_ERR,
+	     POD_V4, TCP(40000, 8080, F_SYN), .ip_optwords = 3),
 
 	/* existing sockets: delivered by mark even when the assign is refused */
 	CASE("ack4 established", POD, SETUP_ESTAB, OK, MARK, ASSIGN_ERR, LO4, TCP(0, 0, F_ACK)),
@@ -672,8 +684,8 @@ static const struct capture_case cases[] = {
 	CASE("ack4 time-wait", POD, SETUP_TIME_WAIT, OK, MARK, ASSIGN_ERR, LO4, TCP(0, 0, F_ACK)),
 	CASE("syn4 time-wait, no listener", POD, SETUP_TIME_WAIT, SHOT, NOMARK, NO_LISTENER, LO4,
 	     TCP(0, 0, F_SYN)),
-	CASE("syn4 time-wait, listener", POD, SETUP_TIME_WAIT_LISTEN(OUT_PORT), SHOT, MARK, ASSIGN_ERR, LO4,
-	     TCP(0, 0, F_SYN)),
+	CASE("syn4 time-wait, listener", POD, SETUP_TIME_WAIT_LISTEN(OUT_PORT), SHOT, MARK,
+	     ASSIGN_ERR, LO4, TCP(0, 0, F_SYN)),
 
 	/*
 	 * no socket and not a new connection (ztunnel restarted, or the connection predates
@@ -689,6 +701,26 @@ static const struct capture_case cases[] = {
 	     POD_V4, TCP(40000, 8080, F_ACK)),
 	CASE("ack6 no socket, listener up", POD, SETUP_LISTEN_V6ONLY(OUT_PORT), SHOT, NOMARK,
 	     ORPHAN, POD_V6, TCP(40000, 8080, F_ACK)),
+
+	/*
+	 * fragments of anything but TCP are not ours either, as non-TCP packets are: every
+	 * fragment names its protocol (the IPv4 header, the IPv6 fragment header)
+	 */
+	CASE("udp4 first fragment", POD, SETUP_NONE, PASS, NOMARK, NO_STAT, POD_V4,
+	     .proto = IPPROTO_UDP, .sport = 5353, .dport = 53, .frag = IP_MF),
+	CASE("udp4 later fragment", POD, SETUP_NONE, PASS, NOMARK, NO_STAT, POD_V4,
+	     .proto = IPPROTO_UDP, .sport = 5353, .dport = 53, .frag = 185),
+	CASE("udp6 first fragment", POD, SETUP_NONE, PASS, NOMARK, NO_STAT, POD_V6,
+	     .proto = IPPROTO_UDP, .sport = 5353, .dport = 53, .frag = 1 /* M */, .n_ext = 1,
+	     .ext = { IPPROTO_FRAGMENT }),
+	CASE("udp6 later fragment", POD, SETUP_NONE, PASS, NOMARK, NO_STAT, POD_V6,
+	     .proto = IPPROTO_UDP, .sport = 5353, .dport = 53, .frag = 1480 /* offset */,
+	     .n_ext = 1, .ext = { IPPROTO_FRAGMENT }),
+	CASE("icmpv6 echo fragment", POD, SETUP_NONE, PASS, NOMARK, NO_STAT, POD_V6, ICMP6(0),
+	     .frag = 1 /* M */, .n_ext = 1, .ext = { IPPROTO_FRAGMENT }),
+	CASE("node udp6 fragment to an enrolled pod", NODE, SETUP_NONE, PASS, NOMARK, NO_STAT,
+	     V6("fd00:77::1", "fd00:1::2"), .proto = IPPROTO_UDP, .sport = 53, .dport = 5353,
+	     .frag = 1 /* M */, .n_ext = 1, .ext = { IPPROTO_FRAGMENT }),
 
 	/* what the pod program cannot parse it drops */
 	CASE("tcp4 first fragment", POD, SETUP_NONE, SHOT, NOMARK, UNPARSED, POD_V4,
@@ -731,18 +763,18 @@ static const struct capture_case cases[] = {
 	     V6("::1", "fd00:77::1"), .proto = IPPROTO_UDP, .sport = 5353, .dport = 53),
 
 	/* spoofed sources: dropped before any lookup, whatever the protocol */
-	CASE("spoof syn4, listener up", POD, SETUP_LISTEN_V4(OUT_PORT), SHOT, NOMARK, SPOOFED, SPOOF_V4,
-	     TCP(40000, 8080, F_SYN)),
+	CASE("spoof syn4, listener up", POD, SETUP_LISTEN_V4(OUT_PORT), SHOT, NOMARK, SPOOFED,
+	     SPOOF_V4, TCP(40000, 8080, F_SYN)),
 	CASE("spoof syn4, no listener", POD, SETUP_NONE, SHOT, NOMARK, SPOOFED, SPOOF_V4,
 	     TCP(40000, 8080, F_SYN)),
-	CASE("spoof syn6, listener up", POD, SETUP_LISTEN_V6ONLY(OUT_PORT), SHOT, NOMARK, SPOOFED, SPOOF_V6,
-	     TCP(40000, 8080, F_SYN)),
+	CASE("spoof syn6, listener up", POD, SETUP_LISTEN_V6ONLY(OUT_PORT), SHOT, NOMARK, SPOOFED,
+	     SPOOF_V6, TCP(40000, 8080, F_SYN)),
 	CASE("spoof syn6, no listener", POD, SETUP_NONE, SHOT, NOMARK, SPOOFED, SPOOF_V6,
 	     TCP(40000, 8080, F_SYN)),
-	CASE("spoof syn4, ip options", POD, SETUP_LISTEN_V4(OUT_PORT), SHOT, NOMARK, SPOOFED, SPOOF_V4,
-	     TCP(40000, 8080, F_SYN), .ip_optwords = 3),
-	CASE("spoof syn6 behind hop-by-hop + dstopts", POD, SETUP_LISTEN_V6ONLY(OUT_PORT), SHOT, NOMARK,
-	     SPOOFED, SPOOF_V6, TCP(40000, 8080, F_SYN), .n_ext = 2,
+	CASE("spoof syn4, ip options", POD, SETUP_LISTEN_V4(OUT_PORT), SHOT, NOMARK, SPOOFED,
+	     SPOOF_V4, TCP(40000, 8080, F_SYN), .ip_optwords = 3),
+	CASE("spoof syn6 behind hop-by-hop + dstopts", POD, SETUP_LISTEN_V6ONLY(OUT_PORT), SHOT,
+	     NOMARK, SPOOFED, SPOOF_V6, TCP(40000, 8080, F_SYN), .n_ext = 2,
 	     .ext = { IPPROTO_HOPOPTS, IPPROTO_DSTOPTS }),
 	CASE("spoof ack4 no socket", POD, SETUP_NONE, SHOT, NOMARK, SPOOFED, SPOOF_V4,
 	     TCP(40000, 8080, F_ACK)),
@@ -815,8 +847,8 @@ static const struct capture_case cases[] = {
 	     ICMP6(ND_RS)),
 	CASE("icmpv6 from :: to unicast", POD, SETUP_NONE, SHOT, NOMARK, SPOOFED,
 	     V6("::", "fd00:1::1"), ICMP6(ND_NS)),
-	CASE("syn6 from ::", POD, SETUP_LISTEN_V6ONLY(OUT_PORT), SHOT, NOMARK, SPOOFED, V6("::", "ff02::1"),
-	     TCP(40000, 8080, F_SYN)),
+	CASE("syn6 from ::", POD, SETUP_LISTEN_V6ONLY(OUT_PORT), SHOT, NOMARK, SPOOFED,
+	     V6("::", "ff02::1"), TCP(40000, 8080, F_SYN)),
 	CASE("udp6 from :: to multicast", POD, SETUP_NONE, SHOT, NOMARK, SPOOFED,
 	     V6("::", "ff02::1"), .proto = IPPROTO_UDP, .sport = 546, .dport = 547),
 	CASE("icmpv6 from :: behind 7 extension headers", POD, SETUP_NONE, SHOT, NOMARK, SPOOFED,
@@ -904,9 +936,8 @@ static const struct capture_case cases[] = {
 	/* a pending pod: its new connections dropped, whatever the destination */
 	MCASE("pending syn4, listener", POD, MAP(PENDING("10.1.0.2")), SETUP_LISTEN_V4(OUT_PORT),
 	      SHOT, NOMARK, DROP_PENDING, POD_V4, TCP(40000, 8080, F_SYN)),
-	MCASE("pending syn6, listener", POD, MAP(PENDING("fd00:1::2")),
-	      SETUP_LISTEN_DUAL(OUT_PORT), SHOT, NOMARK, DROP_PENDING, POD_V6,
-	      TCP(40000, 8080, F_SYN)),
+	MCASE("pending syn6, listener", POD, MAP(PENDING("fd00:1::2")), SETUP_LISTEN_DUAL(OUT_PORT),
+	      SHOT, NOMARK, DROP_PENDING, POD_V6, TCP(40000, 8080, F_SYN)),
 	MCASE("pending syn4 to an enrolled pod, plaintext listener", POD, MAP(PENDING("10.1.0.2")),
 	      SETUP_LISTEN_V4(PLAIN_PORT), SHOT, NOMARK, DROP_PENDING, V4("10.1.0.2", "10.1.0.3"),
 	      TCP(40000, 8080, F_SYN)),
@@ -939,8 +970,8 @@ static const struct capture_case cases[] = {
 	/* a pod that left the mesh: new connections pass, ztunnel's connections stay its own */
 	MCASE("syn4 after leaving the mesh, listener up", POD, MAP(ABSENT("10.1.0.2")),
 	      SETUP_LISTEN_V4(OUT_PORT), PASS, NOMARK, NO_STAT, POD_V4, TCP(40000, 8080, F_SYN)),
-	MCASE("ack4 established after leaving the mesh", POD, MAP(ABSENT("127.0.0.1")),
-	      SETUP_ESTAB, OK, MARK, ASSIGN_ERR, LO4, TCP(0, 0, F_ACK)),
+	MCASE("ack4 established after leaving the mesh", POD, MAP(ABSENT("127.0.0.1")), SETUP_ESTAB,
+	      OK, MARK, ASSIGN_ERR, LO4, TCP(0, 0, F_ACK)),
 	MCASE("ack6 established after leaving the mesh", POD, MAP(ABSENT("::1")), SETUP_ESTAB, OK,
 	      MARK, ASSIGN_ERR, LO6, TCP(0, 0, F_ACK)),
 	MCASE("ack4 time-wait after leaving the mesh", POD, MAP(ABSENT("127.0.0.1")),
@@ -980,8 +1011,8 @@ static const struct capture_case cases[] = {
 	     ASSIGN_ERR, NODE_V4, TCP(40000, 8080, F_SYN)),
 	CASE("node syn6 plaintext listener", NODE, SETUP_LISTEN_V6ONLY(PLAIN_PORT), SHOT, MARK,
 	     ASSIGN_ERR, NODE_V6, TCP(40000, 8080, F_SYN)),
-	CASE("node syn6 plaintext, only the hbone listener", NODE, SETUP_LISTEN_DUAL(IN_PORT),
-	     SHOT, NOMARK, NO_LISTENER, NODE_V6, TCP(40000, 15001, F_SYN)),
+	CASE("node syn6 plaintext, only the hbone listener", NODE, SETUP_LISTEN_DUAL(IN_PORT), SHOT,
+	     NOMARK, NO_LISTENER, NODE_V6, TCP(40000, 15001, F_SYN)),
 	CASE("node syn4 to the outbound port, only the outbound listener", NODE,
 	     SETUP_LISTEN_V4(OUT_PORT), SHOT, NOMARK, NO_LISTENER, NODE_V4,
 	     TCP(40000, OUT_PORT, F_SYN)),
@@ -1026,8 +1057,7 @@ static const struct capture_case cases[] = {
 	CASE("node tcp4 fragment to a pod outside the mesh", NODE, SETUP_NONE, PASS, NOMARK,
 	     NO_STAT, NODE_OUTSIDER_V4, TCP(40000, IN_PORT, F_SYN), .frag = IP_MF),
 	MCASE("node syn4 hbone after the pod left the mesh", NODE, MAP(ABSENT("10.1.0.2")),
-	      SETUP_LISTEN_V4(IN_PORT), PASS, NOMARK, NO_STAT, NODE_V4,
-	      TCP(40000, IN_PORT, F_SYN)),
+	      SETUP_LISTEN_V4(IN_PORT), PASS, NOMARK, NO_STAT, NODE_V4, TCP(40000, IN_PORT, F_SYN)),
 	/* ... though a connection ztunnel already holds still goes to its socket */
 	MCASE("node ack4 established, destination not enrolled", NODE, MAP(ABSENT("127.0.0.1")),
 	      SETUP_ESTAB, OK, MARK, ASSIGN_ERR, LO4, TCP(0, 0, F_ACK)),
@@ -1123,9 +1153,19 @@ struct allow_case {
 };
 
 #define UDP .proto = IPPROTO_UDP, .sport = 5353, .dport = 53
-#define ALLOW(l, ...)                                                                              \
+/* CASE's fields spelled out: a SETUP_* passed on to CASE() would split at its commas */
+#define ALLOW(l, nm, prg, st, v, mk, cnt, ...)                                                     \
 	{                                                                                          \
-		.list = &(l), .c = CASE(__VA_ARGS__)                                               \
+		.list = &(l),                                                                      \
+		.c = {                                                                             \
+			.name = (nm),                                                              \
+			.node = (prg),                                                             \
+			.setup = st,                                                               \
+			.verdict = (v),                                                            \
+			.marked = (mk),                                                            \
+			.stat = (cnt),                                                             \
+			.pkt = { __VA_ARGS__ },                                                    \
+		},                                                                                 \
 	}
 
 static const struct allow_case allow_cases[] = {
@@ -1225,7 +1265,7 @@ static void api_setup(void)
 	libbpf_set_print(quiet_libbpf);
 	ck_assert_msg(statfs("/sys/fs/bpf", &sfs) == 0 && sfs.f_type == BPF_FS_MAGIC,
 		      "/sys/fs/bpf is not a bpffs: mount -t bpf bpf /sys/fs/bpf");
-	snprintf(pin_dir, sizeof(pin_dir), "/sys/fs/bpf/meshlite-test-%d", (int)getpid());
+	snprintf(pin_dir, sizeof(pin_dir), "/sys/fs/bpf/meshlite-test-capture-%d", (int)getpid());
 	pin_dir_remove(); /* a previous run of this pid's test that died before its teardown */
 	map_fd = ebpf_enroll_open(pin_dir, true);
 	ck_assert_msg(map_fd >= 0, "ebpf_enroll_open(%s): %s", pin_dir, strerror(-map_fd));
@@ -1310,9 +1350,11 @@ START_TEST(test_attach_shares_the_map)
 	uint32_t len = sizeof(info), ids[8];
 	bool found = false;
 	int lo = lo_ifindex(), prog_fd;
-	struct bpf_tc_hook hook = { .sz = sizeof(hook), .ifindex = lo,
+	struct bpf_tc_hook hook = { .sz = sizeof(hook),
+				    .ifindex = lo,
 				    .attach_point = BPF_TC_INGRESS };
-	struct bpf_tc_opts opts = { .sz = sizeof(opts), .handle = MESHLITE_CAPTURE_TC_HANDLE,
+	struct bpf_tc_opts opts = { .sz = sizeof(opts),
+				    .handle = MESHLITE_CAPTURE_TC_HANDLE,
 				    .priority = MESHLITE_CAPTURE_TC_PRIO };
 	struct capture_bpf *other;
 
@@ -1333,9 +1375,9 @@ START_TEST(test_attach_shares_the_map)
 	/* a map made by a skeleton of our own object is the same kind of map: accepted */
 	other = capture_bpf__open_and_load();
 	ck_assert_ptr_nonnull(other);
-	ck_assert_int_eq(ebpf_capture_attach(lo, EBPF_CAPTURE_NODE,
-					     bpf_map__fd(other->maps.ml_enroll_v1)),
-			 0);
+	ck_assert_int_eq(
+		ebpf_capture_attach(lo, EBPF_CAPTURE_NODE, bpf_map__fd(other->maps.ml_enroll_v1)),
+		0);
 	capture_bpf__destroy(other);
 	ck_assert(ebpf_capture_attached(lo));
 	ck_assert_int_eq(ebpf_capture_detach(lo), 0);
@@ -1640,7 +1682,7 @@ static int map_like(enum bpf_map_type type, uint32_t key, uint32_t value, uint32
 START_TEST(test_attach_wrong_map)
 {
 	struct ebpf_pod_addrs addrs = pod_addrs("10.1.0.2", NULL);
-	int lo = lo_ifindex(), closed, devnull, fds[6];
+	int lo = lo_ifindex(), fds[6];
 	struct capture_bpf *other;
 
 	fds[0] = map_like(BPF_MAP_TYPE_ARRAY, 4, 0, 0);
@@ -1661,16 +1703,6 @@ START_TEST(test_attach_wrong_map)
 	ck_assert(!ebpf_capture_attached(lo));
 	ck_assert_int_eq(ebpf_capture_attach(lo, EBPF_CAPTURE_NODE, -1), -EBADF);
 	ck_assert_int_eq(ebpf_capture_attach_pod(lo, &addrs, -1), -EBADF);
-	/* not a BPF object at all, and no file at all */
-	devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	ck_assert_int_ge(devnull, 0);
-	ck_assert_int_eq(ebpf_capture_attach(lo, EBPF_CAPTURE_NODE, devnull), -EBADF);
-	closed = dup(devnull);
-	ck_assert_int_ge(closed, 0);
-	close(closed);
-	ck_assert_int_eq(ebpf_capture_attach(lo, EBPF_CAPTURE_NODE, closed), -EBADF);
-	close(devnull);
-	ck_assert(!ebpf_capture_attached(lo));
 
 	/* a failed attach leaves the attached program alone */
 	ck_assert_int_eq(ebpf_capture_attach_pod(lo, &addrs, map_fd), 0);
@@ -1680,6 +1712,31 @@ START_TEST(test_attach_wrong_map)
 	for (size_t i = 0; i < 5; i++)
 		close(fds[i]);
 	capture_bpf__destroy(other);
+}
+END_TEST
+
+/*
+ * A file that is no BPF object, and an fd that is not open, are no enrollment map either:
+ * -EBADF like the rest (not whatever BPF_OBJ_GET_INFO_BY_FD answered).
+ */
+START_TEST(test_attach_not_a_bpf_fd)
+{
+	struct ebpf_pod_addrs addrs = pod_addrs("10.1.0.2", NULL);
+	int lo = lo_ifindex(), fd, node[2], pod[2];
+
+	fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	node[0] = ebpf_capture_attach(lo, EBPF_CAPTURE_NODE, fd);
+	pod[0] = ebpf_capture_attach_pod(lo, &addrs, fd);
+	close(fd);
+	node[1] = ebpf_capture_attach(lo, EBPF_CAPTURE_NODE, fd); /* closed now */
+	pod[1] = ebpf_capture_attach_pod(lo, &addrs, fd);
+	ck_assert(!ebpf_capture_attached(lo));
+	for (int i = 0; i < 2; i++)
+		ck_assert_msg(node[i] == -EBADF && pod[i] == -EBADF,
+			      "%s as the enrollment map: node %d (%s), pod %d, want -EBADF (%d)",
+			      i ? "a closed fd" : "/dev/null", node[i], strerror(-node[i]), pod[i],
+			      -EBADF);
 }
 END_TEST
 
@@ -1907,7 +1964,8 @@ static enum ebpf_enroll_state seen_state(const struct seen *s, const char *addr)
 
 START_TEST(test_enroll_foreach)
 {
-	static const char *const addrs[] = { "10.1.0.2", "fd00:1::2", "10.1.0.3", "::ffff:10.1.0.2" };
+	static const char *const addrs[] = { "10.1.0.2", "fd00:1::2", "10.1.0.3",
+					     "::ffff:10.1.0.2" };
 	struct seen s = { .del_fd = -1 };
 
 	ck_assert_int_eq(ebpf_enroll_foreach(map_fd, collect, &s), 0);
@@ -2118,6 +2176,7 @@ static Suite *capture_suite(void)
 	tcase_add_test(tc, test_attached_pod_follows_map);
 	tcase_add_test(tc, test_attach_errors);
 	tcase_add_test(tc, test_attach_wrong_map);
+	tcase_add_test(tc, test_attach_not_a_bpf_fd);
 	tcase_add_test(tc, test_attached_pod_drops_spoofed);
 	tcase_add_test(tc, test_enroll_open);
 	tcase_add_test(tc, test_enroll_open_refuses_foreign);

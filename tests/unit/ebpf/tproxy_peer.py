@@ -11,8 +11,8 @@ accepted, and a client. Both exchange one line so the whole connection is exerci
       client's source address
   tproxy_peer.py udp-listen ADDR PORT READY_FILE TIMEOUT
       prints "received from=IP:PORT" and exits 0 on the first datagram, 3 on timeout
-  tproxy_peer.py udp-send ADDR PORT [--bind SRC]
-      sends one datagram
+  tproxy_peer.py udp-send ADDR PORT [--bind SRC] [--size N]
+      sends one datagram ("ping\n", or N bytes: more than the MTU leaves in fragments)
   tproxy_peer.py ping ADDR TIMEOUT
       one ICMP / ICMPv6 echo; ADDR may carry a scope ("fe80::1%eth0"); exits 0 on
       the reply, 1 otherwise
@@ -91,20 +91,20 @@ def udp_listen(addr, port, ready, timeout):
         with open(ready, "w", encoding="ascii") as f:
             f.write("ready\n")
         try:
-            _, peer = srv.recvfrom(64)
+            data, peer = srv.recvfrom(65535)
         except socket.timeout:
             print("no datagram")
             return 3
-    print(f"received from={fmt(peer)}", flush=True)
+    print(f"received from={fmt(peer)} len={len(data)}", flush=True)
     return 0
 
 
-def udp_send(addr, port, src=None):
+def udp_send(addr, port, src=None, size=None):
     family = socket.AF_INET6 if ":" in addr else socket.AF_INET
     with socket.socket(family, socket.SOCK_DGRAM) as c:
         if src:
             c.bind((src, 0))
-        c.sendto(b"ping\n", (addr, port))
+        c.sendto(b"x" * size if size else b"ping\n", (addr, port))
     return 0
 
 
@@ -159,8 +159,9 @@ def main(argv):
         return connect(argv[2], int(argv[3]), float(argv[4]), opt(argv[5:], "--bind"))
     if len(argv) == 6 and argv[1] == "udp-listen":
         return udp_listen(argv[2], int(argv[3]), argv[4], float(argv[5]))
-    if len(argv) in (4, 6) and argv[1] == "udp-send":
-        return udp_send(argv[2], int(argv[3]), opt(argv[4:], "--bind"))
+    if len(argv) in (4, 6, 8) and argv[1] == "udp-send":
+        size = opt(argv[4:], "--size")
+        return udp_send(argv[2], int(argv[3]), opt(argv[4:], "--bind"), int(size) if size else None)
     if len(argv) == 4 and argv[1] == "ping":
         return ping(argv[2], float(argv[3]))
     print(__doc__, file=sys.stderr)
