@@ -56,7 +56,10 @@ enum tls_state {
 struct ml_tls {
 	struct ml_tls_ctx *ctx; /* one reference */
 	SSL *ssl;
-	BIO *rbio;	/* owned by ssl */
+	BIO *rdirect;	/* owned by ssl: reads @rbio's queue first, then @rin (see direct_read) */
+	BIO *rbio;	/* owned by rdirect: ciphertext fed with ml_tls_feed() */
+	const uint8_t *rin; /* ml_tls_read_from(): the caller's ciphertext, read in place */
+	size_t rin_len, rin_used;
 	BIO *wdirect;	/* owned by ssl: writes to @wout, else to @wbio (see direct_write) */
 	BIO *wbio;	/* owned by wdirect: ciphertext waiting for ml_tls_drain() */
 	struct ml_buf *wout; /* ml_tls_write_to(): where ciphertext goes directly */
@@ -90,12 +93,49 @@ static int direct_write(BIO *b, const char *in, int len)
 	return BIO_write(t->wbio, in, len);
 }
 
+/*
+ * The read BIO: what ml_tls_feed() queued, then, during ml_tls_read_from(), the caller's
+ * buffer in place (BoringSSL reads exactly the records it needs into its own buffer, so this
+ * saves the copy into the queue). Nothing left: "retry", which SSL reports as WANT_READ.
+ */
+static int direct_read(BIO *b, char *out, int len)
+{
+	struct ml_tls *t = BIO_get_data(b);
+	int n = 0;
+
+	BIO_clear_retry_flags(b);
+	if (len <= 0)
+		return 0;
+	if (BIO_ctrl_pending(t->rbio) > 0) {
+		n = BIO_read(t->rbio, out, len);
+		if (n < 0)
+			n = 0;
+	}
+	if (n < len && t->rin && t->rin_used < t->rin_len) {
+		size_t k = ML_MIN((size_t)(len - n), t->rin_len - t->rin_used);
+
+		memcpy(out + n, t->rin + t->rin_used, k);
+		t->rin_used += k;
+		n += (int)k;
+	}
+	if (n == 0) {
+		BIO_set_retry_read(b);
+		return -1;
+	}
+	return n;
+}
+
 static long direct_ctrl(BIO *b, int cmd, long larg, void *parg)
 {
 	struct ml_tls *t = BIO_get_data(b);
 
 	if (cmd == BIO_CTRL_FLUSH)
 		return 1;
+	if (b == t->rdirect) {
+		if (cmd == BIO_CTRL_PENDING)
+			return (long)(BIO_ctrl_pending(t->rbio) + (t->rin ? t->rin_len - t->rin_used : 0));
+		return BIO_ctrl(t->rbio, cmd, larg, parg);
+	}
 	return BIO_ctrl(t->wbio, cmd, larg, parg);
 }
 
@@ -103,7 +143,10 @@ static int direct_destroy(BIO *b)
 {
 	struct ml_tls *t = BIO_get_data(b);
 
-	if (t) {
+	if (t && b == t->rdirect) {
+		BIO_free(t->rbio);
+		t->rbio = NULL;
+	} else if (t) {
 		BIO_free(t->wbio);
 		t->wbio = NULL;
 	}
@@ -118,8 +161,8 @@ static void direct_method_init(void)
 {
 	BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "meshlite-direct");
 
-	if (m && BIO_meth_set_write(m, direct_write) && BIO_meth_set_ctrl(m, direct_ctrl) &&
-	    BIO_meth_set_destroy(m, direct_destroy))
+	if (m && BIO_meth_set_write(m, direct_write) && BIO_meth_set_read(m, direct_read) &&
+	    BIO_meth_set_ctrl(m, direct_ctrl) && BIO_meth_set_destroy(m, direct_destroy))
 		direct_method = m;
 	else if (m)
 		BIO_meth_free(m);
@@ -706,13 +749,17 @@ static struct ml_tls *tls_new(struct ml_tls_ctx *c, bool server)
 	t->wbio = BIO_new(BIO_s_mem());
 	(void)pthread_once(&direct_once, direct_method_init);
 	t->wdirect = direct_method ? BIO_new(direct_method) : NULL;
-	if (!t->ssl || !t->rbio || !t->wbio || !t->wdirect || !SSL_set_app_data(t->ssl, t))
+	t->rdirect = direct_method ? BIO_new(direct_method) : NULL;
+	if (!t->ssl || !t->rbio || !t->wbio || !t->wdirect || !t->rdirect ||
+	    !SSL_set_app_data(t->ssl, t))
 		goto err_free;
 	BIO_set_data(t->wdirect, t);
 	BIO_set_init(t->wdirect, 1);
+	BIO_set_data(t->rdirect, t);
+	BIO_set_init(t->rdirect, 1);
 	/* An empty input BIO means "want read", not EOF. */
 	BIO_set_mem_eof_return(t->rbio, -1);
-	SSL_set_bio(t->ssl, t->rbio, t->wdirect);
+	SSL_set_bio(t->ssl, t->rdirect, t->wdirect);
 	if (server)
 		SSL_set_accept_state(t->ssl);
 	else
@@ -728,6 +775,7 @@ static struct ml_tls *tls_new(struct ml_tls_ctx *c, bool server)
 err_free:
 	/* Not attached to the SSL yet: free them separately (wdirect has no data yet, so
 	 * freeing it leaves wbio alone). */
+	BIO_free(t->rdirect);
 	BIO_free(t->rbio);
 	BIO_free(t->wdirect);
 	BIO_free(t->wbio);
@@ -829,6 +877,21 @@ int ml_tls_read(struct ml_tls *t, uint8_t *out, size_t cap)
 		return -EPIPE;
 	}
 	return fail_ssl(t, e);
+}
+
+int ml_tls_read_from(struct ml_tls *t, const uint8_t *in, size_t len, size_t *consumed,
+		     uint8_t *out, size_t cap)
+{
+	int r;
+
+	t->rin = in;
+	t->rin_len = len;
+	t->rin_used = 0;
+	r = ml_tls_read(t, out, cap);
+	*consumed = t->rin_used;
+	t->rin = NULL;
+	t->rin_len = t->rin_used = 0;
+	return r;
 }
 
 int ml_tls_write(struct ml_tls *t, const uint8_t *pt, size_t len)

@@ -85,6 +85,13 @@ int ml_tls_handshake(struct ml_tls *t);
 /* Plaintext out of fed ciphertext: >0 bytes, 0 = need more input, -EPIPE = peer sent
  * close_notify, <0 error. */
 int ml_tls_read(struct ml_tls *t, uint8_t *out, size_t cap);
+/*
+ * ml_tls_read() with ciphertext taken from @in in place (after anything ml_tls_feed()
+ * queued): *@consumed says how much of @in was used, which the caller drops from its own
+ * queue. Returns 0 (need more) only once all of @in is used.
+ */
+int ml_tls_read_from(struct ml_tls *t, const uint8_t *in, size_t len, size_t *consumed,
+		     uint8_t *out, size_t cap);
 /* Encrypt @len plaintext bytes (records of up to 16 KiB); ciphertext becomes pending. */
 int ml_tls_write(struct ml_tls *t, const uint8_t *pt, size_t len);
 /* ml_tls_write(), with the ciphertext appended to @out directly while it fits and nothing

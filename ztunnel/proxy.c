@@ -697,67 +697,80 @@ static void tunnel_established(struct zt_tunnel *t)
 	tunnel_mark_dirty(t);
 }
 
+/* Decrypt and hand to HTTP/2 what @in holds, in place; *used says how much it took. */
+static int tun_read_records(struct zt_tunnel *t, const uint8_t *in, size_t n, size_t *used)
+{
+	uint8_t plain[16384];
+
+	*used = 0;
+	for (;;) {
+		size_t k = 0;
+		int m = ml_tls_read_from(t->tls, in + *used, n - *used, &k, plain, sizeof(plain));
+		*used += k;
+		if (m == 0)
+			return 0;
+		if (m == -EPIPE) {
+			tunnel_fail(t, "peer closed the TLS session");
+			return -1;
+		}
+		if (m < 0) {
+			tunnel_fail(t, ml_tls_error(t->tls));
+			return -1;
+		}
+		if (ml_hbone_feed(t->h2, plain, (size_t)m) < 0) {
+			tunnel_mark_dirty(t); /* send the GOAWAY */
+			tunnel_flush(t);
+			tunnel_fail(t, "HTTP/2 protocol error");
+			return -1;
+		}
+		if (t->dead)
+			return -1;
+	}
+}
+
 static void tun_readable(struct ml_sock *s)
 {
 	struct zt_tunnel *t = ml_sock_ud(s);
 	const uint8_t *p;
-	size_t n;
-	uint8_t plain[16384];
+	size_t n, used;
 
 	t->last_rx = ml_loop_now(t->p->l);
 	while (!t->dead && (n = ml_sock_peek(s, &p)) > 0) {
+		if (t->established) {
+			/* the data path: records decrypted straight out of the socket's queue */
+			if (tun_read_records(t, p, n, &used) < 0)
+				return;
+			ml_sock_consume(s, used);
+			tunnel_mark_dirty(t);
+			continue;
+		}
 		size_t take = ML_MIN(n, (size_t)ML_TLS_MAX_IN / 2);
 		int r = ml_tls_feed(t->tls, p, take);
-		if (r == -ENOBUFS)
-			take = 0; /* drain plaintext below first */
-		else if (r < 0) {
+		if (r < 0) {
 			tunnel_fail(t, "tls input error");
 			return;
 		}
 		ml_sock_consume(s, take);
-		if (!t->established) {
-			r = ml_tls_handshake(t->tls);
-			if (r < 0) {
-				ml_counter_add(ml_series_get(t->p->m->tls_failures,
-							     (const char *[]){ t->client ? "outbound" : "inbound" }),
-					       1);
-				ml_log(ML_LOG_WARN, "tls", "handshake failed", ML_LS("peer", t->peer_addr),
-				       ML_LS("direction", t->client ? "outbound" : "inbound"),
-				       ML_LS("reason", ml_tls_error(t->tls)));
-				/* the alert (if any) is pending output: send it, then reset */
-				ml_tls_drain(t->tls, ml_sock_txbuf(s));
-				ml_sock_flush(s);
-				char why[200];
-				snprintf(why, sizeof(why), "tls handshake: %s", ml_tls_error(t->tls));
-				tunnel_fail(t, why);
-				return;
-			}
-			if (r == 1)
-				tunnel_established(t);
-			else
-				tunnel_mark_dirty(t);
+		r = ml_tls_handshake(t->tls);
+		if (r < 0) {
+			ml_counter_add(ml_series_get(t->p->m->tls_failures,
+						     (const char *[]){ t->client ? "outbound" : "inbound" }),
+				       1);
+			ml_log(ML_LOG_WARN, "tls", "handshake failed", ML_LS("peer", t->peer_addr),
+			       ML_LS("direction", t->client ? "outbound" : "inbound"),
+			       ML_LS("reason", ml_tls_error(t->tls)));
+			/* the alert (if any) is pending output: send it, then reset */
+			ml_tls_drain(t->tls, ml_sock_txbuf(s));
+			ml_sock_flush(s);
+			char why[200];
+			snprintf(why, sizeof(why), "tls handshake: %s", ml_tls_error(t->tls));
+			tunnel_fail(t, why);
+			return;
 		}
-		if (!t->established)
-			continue;
-		for (;;) {
-			int m = ml_tls_read(t->tls, plain, sizeof(plain));
-			if (m == 0)
-				break;
-			if (m == -EPIPE) {
-				tunnel_fail(t, "peer closed the TLS session");
-				return;
-			}
-			if (m < 0) {
-				tunnel_fail(t, ml_tls_error(t->tls));
-				return;
-			}
-			if (ml_hbone_feed(t->h2, plain, (size_t)m) < 0) {
-				tunnel_mark_dirty(t); /* send the GOAWAY */
-				tunnel_flush(t);
-				tunnel_fail(t, "HTTP/2 protocol error");
-				return;
-			}
-			if (t->dead)
+		if (r == 1) {
+			tunnel_established(t);
+			/* what came with the Finished is queued in the TLS object */
+			if (tun_read_records(t, NULL, 0, &used) < 0)
 				return;
 		}
 		tunnel_mark_dirty(t);

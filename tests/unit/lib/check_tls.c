@@ -566,6 +566,60 @@ START_TEST(test_write_to)
 }
 END_TEST
 
+/*
+ * ml_tls_read_from(): records read in place from the caller's bytes, split anywhere, after
+ * what ml_tls_feed() queued; *consumed always covers all of them when it asks for more.
+ */
+START_TEST(test_read_from)
+{
+	struct ml_tls_ctx *sc = ctx_id(ca, SRV_ID), *cc = ctx_id(ca, CLI_ID);
+	struct ml_spiffe_id want = id_of(SRV_ID);
+	struct peer c = tls_peer(ml_tls_new_client(cc, &want));
+	struct peer s = tls_peer(ml_tls_new_server(sc));
+	const size_t n = 2 * 16384 + 777;
+	uint8_t *src = malloc(n), *dst = malloc(n), plain[16384];
+	struct ml_buf ct;
+	size_t got = 0, off = 0;
+
+	run(&c, &s);
+	ck_assert(c.hs == 1 && s.hs == 1);
+	fill_pattern(src, n, 5);
+	ml_buf_init(&ct, 1 << 20);
+	ck_assert_int_eq(ml_tls_write_to(c.t, src, n, &ct), (int)n);
+	const uint8_t *w = ml_buf_head(&ct);
+	size_t wl = ml_buf_used(&ct);
+	/* the first 3 bytes through the queue, the rest in place in odd slices */
+	ck_assert_int_eq(ml_tls_feed(s.t, w, 3), 0);
+	off = 3;
+	for (size_t slice = 1; off < wl; slice = slice * 3 + 7) {
+		size_t k = ML_MIN(slice, wl - off), used = 0, total = 0;
+		int m;
+		do {
+			m = ml_tls_read_from(s.t, w + off + total, k - total, &used, plain,
+					     sizeof(plain));
+			total += used;
+			ck_assert_int_ge(m, 0);
+			if (m > 0) {
+				ck_assert_uint_le(got + (size_t)m, n);
+				memcpy(dst + got, plain, (size_t)m);
+				got += (size_t)m;
+			}
+		} while (m > 0);
+		ck_assert_uint_eq(total, k); /* "need more" only once all of it was taken */
+		off += k;
+	}
+	ck_assert_uint_eq(got, n);
+	ck_assert(memcmp(src, dst, n) == 0);
+	ml_buf_release(&ct);
+	free(src);
+	free(dst);
+	p_free(&c);
+	p_free(&s);
+	ml_tls_ctx_unref(sc);
+	ml_tls_ctx_unref(cc);
+}
+END_TEST
+
 START_TEST(test_validity_edge_accepted)
 {
 	/* T3: a cert valid for 3 more seconds is still accepted (no early cut-off). */
@@ -1505,6 +1559,7 @@ static Suite *tls_suite(void)
 	tcase_add_test(good, test_both_directions);
 	tcase_add_test(good, test_1mib_transfer);
 	tcase_add_test(good, test_write_to);
+	tcase_add_test(good, test_read_from);
 	tcase_add_test(good, test_validity_edge_accepted);
 	tcase_add_test(good, test_trust_bundle_overlap);
 
