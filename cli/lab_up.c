@@ -287,7 +287,11 @@ static int write_sysctl(const char *key, const char *val)
 }
 
 /* In the node's namespace (never the caller's: cli_netns_run checks). Forwarding is what a
- * node does; strict reverse-path filtering would drop captured and forwarded pod traffic. */
+ * node does; strict reverse-path filtering would drop captured and forwarded pod traffic.
+ * ztunnel opens every upstream connection of the node and, relaying the client's close
+ * first, ends most of them in TIME_WAIT: tcp_tw_reuse=1 lets it reuse those ports for new
+ * connections (RFC 6191-safe with timestamps), as a mesh node should run; otherwise one
+ * busy client/server pair stalls on port reuse after ~28,000 connections a minute. */
 static int node_sysctls(void *arg)
 {
 	int r;
@@ -298,6 +302,8 @@ static int node_sysctls(void *arg)
 		r = write_sysctl("net/ipv4/conf/default/rp_filter", "0");
 	if (r == 0)
 		r = write_sysctl("net/ipv4/ip_forward", "1");
+	if (r == 0)
+		r = write_sysctl("net/ipv4/tcp_tw_reuse", "1");
 	return r;
 }
 

@@ -187,6 +187,14 @@ static int bind_transparent(int fd, const struct sockaddr_storage *src)
 		if (setsockopt(fd, SOL_IP, IP_TRANSPARENT, &one, sizeof(one)) < 0)
 			return -errno;
 	}
+	/*
+	 * The port is picked at connect(), knowing the destination: a bind() to port 0 would
+	 * have to find a port free for every destination, and one client address making
+	 * tens of thousands of connections a minute would run out of them (or reuse a port
+	 * whose previous connection the pod still holds in TIME_WAIT, and stall on it).
+	 */
+	if (setsockopt(fd, SOL_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one)) < 0)
+		return -errno;
 	if (bind(fd, (struct sockaddr *)&a, len) < 0)
 		return -errno;
 	return 0;
@@ -215,6 +223,8 @@ static int local_source(const struct sockaddr_storage *dst, socklen_t len, int f
 		((struct sockaddr_in6 *)&src)->sin6_port = 0;
 	else
 		((struct sockaddr_in *)&src)->sin_port = 0;
+	int one = 1;
+	(void)setsockopt(fd, SOL_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
 	return bind(fd, (struct sockaddr *)&src, sl) < 0 ? -errno : 0;
 }
 
@@ -638,24 +648,28 @@ static void tunnel_flush(struct zt_tunnel *t)
 {
 	if (t->dead || !t->sock)
 		return;
-	struct ml_buf *tx = ml_sock_txbuf(t->sock);
-	if (t->established) {
-		while (ml_hbone_want_write(t->h2) && ml_sock_tx_room(t->sock) > 0 &&
-		       ml_tls_pending(t->tls) < PLAIN_STAGE_MAX) {
-			ml_buf_reset(&t->plain);
-			size_t n = ml_hbone_drain(t->h2, &t->plain);
-			if (n == 0)
-				break;
-			tx = ml_sock_txbuf(t->sock);
-			ml_tls_drain(t->tls, tx); /* older ciphertext first */
-			if (ml_tls_write_to(t->tls, ml_buf_head(&t->plain), n, tx) < 0) {
-				tunnel_fail(t, ml_tls_error(t->tls));
-				return;
-			}
+	struct ml_buf *tx;
+	/*
+	 * Older ciphertext first, then new frames encrypted straight into the socket's buffer.
+	 * Whatever does not fit waits in the TLS object, at most PLAIN_STAGE_MAX: with the
+	 * socket's buffer full, its on_writable brings us back; with room left there is never
+	 * that much waiting, because each round drains first.
+	 */
+	for (;;) {
+		tx = ml_sock_txbuf(t->sock);
+		ml_tls_drain(t->tls, tx);
+		if (!t->established || !ml_hbone_want_write(t->h2) || ml_buf_room(tx) == 0 ||
+		    ml_tls_pending(t->tls) >= PLAIN_STAGE_MAX)
+			break;
+		ml_buf_reset(&t->plain);
+		size_t n = ml_hbone_drain(t->h2, &t->plain);
+		if (n == 0)
+			break;
+		if (ml_tls_write_to(t->tls, ml_buf_head(&t->plain), n, tx) < 0) {
+			tunnel_fail(t, ml_tls_error(t->tls));
+			return;
 		}
 	}
-	tx = ml_sock_txbuf(t->sock);
-	ml_tls_drain(t->tls, tx);
 	ml_sock_flush(t->sock);
 	if (t->established && ml_hbone_is_done(t->h2) && ml_tls_pending(t->tls) == 0) {
 		/* GOAWAY exchanged and no streams left: a clean end */
