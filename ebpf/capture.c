@@ -131,8 +131,7 @@ static int enroll_path(const char *pin_dir, char *buf, size_t len)
 	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }
 
-/* mkdir -p @dir, 0700 for what it creates; the bpffs mount itself must exist. */
-static int mkdir_p(const char *dir)
+int ebpf_mkdir_p(const char *dir)
 {
 	char buf[PATH_MAX];
 	size_t n = strlen(dir);
@@ -189,7 +188,7 @@ int ebpf_enroll_open(const char *pin_dir, bool create)
 		err = -errno;
 		if (err != -ENOENT || !create)
 			return err;
-		err = mkdir_p(pin_dir);
+		err = ebpf_mkdir_p(pin_dir);
 		if (err)
 			return err;
 		LIBBPF_OPTS(bpf_map_create_opts, opts);

@@ -106,6 +106,9 @@ enum ebpf_capture_kind {
  * Returns the map fd or -errno (-ENOENT: not pinned and !@create).
  */
 int ebpf_enroll_open(const char *pin_dir, bool create);
+/* mkdir -p @dir, 0700 for what it creates (pins and the pod registry name every pod of
+ * the node). 0 or -errno. */
+int ebpf_mkdir_p(const char *dir);
 /* Unpin the map (and remove @pin_dir if empty). 0 if it was not there. */
 int ebpf_enroll_unpin(const char *pin_dir);
 

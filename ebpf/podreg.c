@@ -231,28 +231,6 @@ int ebpf_podreg_path(const char *dir, const char *container_id, const char *ifna
 	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }
 
-/* mkdir -p @dir; what it creates is 0700 (the registry names every pod of the node). */
-static int mkdir_p(const char *dir)
-{
-	char p[PATH_MAX];
-	size_t n = strlen(dir);
-
-	if (n == 0 || n >= sizeof(p))
-		return -ENAMETOOLONG;
-	memcpy(p, dir, n + 1);
-	for (char *s = p + 1; *s; s++) {
-		if (*s != '/')
-			continue;
-		*s = '\0';
-		if (mkdir(p, 0700) < 0 && errno != EEXIST)
-			return -errno;
-		*s = '/';
-	}
-	if (mkdir(p, 0700) < 0 && errno != EEXIST)
-		return -errno;
-	return 0;
-}
-
 /* ---- write ---- */
 
 static json_t *to_json(const struct ebpf_podreg *e)
@@ -337,7 +315,7 @@ int ebpf_podreg_write(const char *dir, struct ebpf_podreg *e)
 		     e->ifname);
 	if (n < 0 || (size_t)n >= sizeof(tmp))
 		return -ENAMETOOLONG;
-	r = mkdir_p(pods);
+	r = ebpf_mkdir_p(pods);
 	if (r < 0)
 		return r;
 

@@ -482,26 +482,6 @@ static void on_tick(struct ml_timer *t)
 
 /* ---- lifecycle ---- */
 
-static int mkdir_p(const char *dir)
-{
-	char buf[PATH_MAX];
-	size_t n = strlen(dir);
-
-	if (n == 0 || n >= sizeof(buf))
-		return -ENAMETOOLONG;
-	memcpy(buf, dir, n + 1);
-	for (size_t i = 1; i <= n; i++) {
-		if (buf[i] != '/' && buf[i] != '\0')
-			continue;
-		buf[i] = '\0';
-		if (mkdir(buf, 0700) < 0 && errno != EEXIST)
-			return -errno;
-		if (i < n)
-			buf[i] = '/';
-	}
-	return 0;
-}
-
 __attribute__((format(printf, 2, 0))) static int libbpf_print(enum libbpf_print_level level,
 							      const char *fmt, va_list ap)
 {
@@ -602,7 +582,7 @@ struct zt_agent *zt_agent_new(struct ml_loop *l, struct zt_state *st, struct ml_
 		r = -ENAMETOOLONG;
 		goto fail;
 	}
-	r = mkdir_p(a->pods_dir);
+	r = ebpf_mkdir_p(a->pods_dir);
 	if (r < 0) {
 		snprintf(err, errlen, "cannot create %s: %s", a->pods_dir, strerror(-r));
 		goto fail;
