@@ -850,16 +850,17 @@ static void flush_provoked(struct ml_hbone *h)
 			mark_dead(h);
 			break;
 		}
+		/* what the call returned follows the NO_COPY DATA frame it may have written */
+		if (n > 0 && ml_buf_append(&h->spill, p, (size_t)n) < 0) {
+			mark_dead(h);
+			break;
+		}
 		if (h->data_sent) {
 			h->backlog++;
 			break; /* a NO_COPY DATA frame went to the spill */
 		}
 		if (n == 0)
 			break;
-		if (ml_buf_append(&h->spill, p, (size_t)n) < 0) {
-			mark_dead(h);
-			break;
-		}
 		h->backlog++;
 		if (n >= 9 && p[3] == NGHTTP2_DATA)
 			break;
