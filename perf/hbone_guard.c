@@ -3,9 +3,10 @@
  * hbone-guard: a deterministic HBONE workload whose instruction count perf/guard.sh watches
  * under callgrind (issue 6 §3). Two tunnel ends live in one process and are driven exactly as
  * ztunnel drives a tunnel (ztunnel/proxy.c tunnel_flush / tun_readable):
- *   out: ml_hbone_drain -> staging buffer -> ml_tls_write -> ml_tls_drain -> wire
- *   in:  wire -> ml_tls_feed (<= ML_TLS_MAX_IN / 2 at a time) -> ml_tls_read (16 KiB) ->
- *        ml_hbone_feed -> callbacks
+ *   out: ml_hbone_drain -> staging buffer -> ml_tls_write_to -> wire (ml_tls_drain first
+ *        for anything older still pending)
+ *   in:  wire -> ml_tls_read_from (records decrypted in place, 16 KiB out) -> ml_hbone_feed
+ *        -> callbacks; the handshake through ml_tls_feed + ml_tls_handshake
  * The wire is a byte buffer per direction: no sockets, no threads, no timers, so the same
  * inputs give the same instruction stream (TLS keys differ per run; AES-GCM's cost does not).
  *
@@ -190,65 +191,74 @@ static const struct ml_hbone_cbs cbs = {
 
 /* ---- the tunnel, driven like ztunnel's ---- */
 
-/* tunnel_flush(): HTTP/2 frames -> TLS records -> the peer's input. */
+/* tunnel_flush(): HTTP/2 frames -> TLS records straight into the peer's input (the socket's
+ * transmit buffer in ztunnel), older ciphertext first. */
 static void flush(struct end *e)
 {
-	struct ml_buf *wire = &e->peer->in;
-	if (e->established) {
-		while (ml_hbone_want_write(e->h2) && ml_tls_pending(e->tls) < PLAIN_STAGE_MAX) {
-			ml_buf_reset(&e->stage);
-			size_t n = ml_hbone_drain(e->h2, &e->stage);
-			if (n == 0)
-				break;
-			if (ml_tls_write(e->tls, ml_buf_head(&e->stage), n) < 0) {
-				e->failed = true;
-				return;
-			}
-			ml_tls_drain(e->tls, wire);
+	struct ml_buf *tx = &e->peer->in;
+	for (;;) {
+		ml_tls_drain(e->tls, tx);
+		if (!e->established || !ml_hbone_want_write(e->h2) || ml_buf_room(tx) == 0 ||
+		    ml_tls_pending(e->tls) >= PLAIN_STAGE_MAX)
+			break;
+		ml_buf_reset(&e->stage);
+		size_t n = ml_hbone_drain(e->h2, &e->stage);
+		if (n == 0)
+			break;
+		if (ml_tls_write_to(e->tls, ml_buf_head(&e->stage), n, tx) < 0) {
+			e->failed = true;
+			return;
 		}
 	}
-	ml_tls_drain(e->tls, wire);
+}
+
+/* tun_read_records(): records decrypted in place out of @in, handed to HTTP/2. */
+static size_t read_records(struct end *e, const uint8_t *in, size_t n)
+{
+	static uint8_t plain[16384];
+	size_t used = 0;
+	for (;;) {
+		size_t k = 0;
+		int m = ml_tls_read_from(e->tls, in + used, n - used, &k, plain, sizeof(plain));
+		used += k;
+		if (m == 0)
+			return used;
+		if (m < 0 || ml_hbone_feed(e->h2, plain, (size_t)m) < 0) {
+			e->failed = true;
+			return used;
+		}
+	}
 }
 
 /* tun_readable(): ciphertext -> plaintext -> HTTP/2. Returns bytes of ciphertext taken. */
 static size_t receive(struct end *e)
 {
-	static uint8_t plain[16384];
 	size_t took = 0, n;
 	while (!e->failed && (n = ml_buf_used(&e->in)) > 0) {
+		if (e->established) {
+			size_t used = read_records(e, ml_buf_head(&e->in), n);
+			ml_buf_consume(&e->in, used);
+			took += used;
+			if (used == 0)
+				break;
+			continue;
+		}
+		/* the handshake goes through ml_tls_feed, as in ztunnel */
 		size_t take = n < ML_TLS_MAX_IN / 2 ? n : ML_TLS_MAX_IN / 2;
-		int r = ml_tls_feed(e->tls, ml_buf_head(&e->in), take);
-		if (r == -ENOBUFS)
-			take = 0;
-		else if (r < 0) {
+		if (ml_tls_feed(e->tls, ml_buf_head(&e->in), take) < 0) {
 			e->failed = true;
 			break;
 		}
 		ml_buf_consume(&e->in, take);
 		took += take;
-		if (!e->established) {
-			r = ml_tls_handshake(e->tls);
-			if (r < 0) {
-				fprintf(stderr, "hbone-guard: %s handshake: %s\n", e->name,
-					ml_tls_error(e->tls));
-				e->failed = true;
-				break;
-			}
-			e->established = r == 1;
-			if (!e->established)
-				continue;
-		}
-		for (;;) {
-			int m = ml_tls_read(e->tls, plain, sizeof(plain));
-			if (m == 0)
-				break;
-			if (m < 0 || ml_hbone_feed(e->h2, plain, (size_t)m) < 0) {
-				e->failed = true;
-				break;
-			}
-		}
-		if (take == 0)
+		int r = ml_tls_handshake(e->tls);
+		if (r < 0) {
+			fprintf(stderr, "hbone-guard: %s handshake: %s\n", e->name,
+				ml_tls_error(e->tls));
+			e->failed = true;
 			break;
+		}
+		e->established = r == 1;
 	}
 	return took;
 }

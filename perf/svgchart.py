@@ -31,13 +31,22 @@ def _fmt(v):
     return "%.3g" % v
 
 
-def grouped_bars(title, unit, groups, series, note=None, width=None, height=360):
-    """groups: category labels along x; series: list of (name, [value or None per group]).
+def _axis_fmt(v, step):
+    decimals = max(0, -math.floor(math.log10(step))) if step < 1 else 0
+    if step >= 1 and step != int(step):
+        decimals = 1
+    return "%.*f" % (decimals, v)
+
+
+def grouped_bars(title, unit, groups, series, note=None, width=None, height=360, colours=None):
+    """groups: category labels along x; series: list of (name, [value or None per group]);
+    colours: optional {series name: colour} so a series keeps its colour across charts.
     Returns the SVG document as a string. Missing values (None) draw a 'n/a' mark."""
+    colour_of = lambda si, name: (colours or {}).get(name, PALETTE[si % len(PALETTE)])
     n_g, n_s = len(groups), len(series)
     left, right, top, bottom = 70, 20, 50, 70
     bar_w = 18
-    group_w = n_s * bar_w + 24
+    group_w = max(n_s * bar_w + 24, 7 * max([len(g) for g in groups] or [0]) + 12)
     if width is None:
         width = max(480, left + right + n_g * group_w)
     plot_w = width - left - right
@@ -59,7 +68,7 @@ def grouped_bars(title, unit, groups, series, note=None, width=None, height=360)
         v = vmax * i / 5
         y = top + plot_h - plot_h * i / 5
         add('<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#ddd"/>' % (left, left + plot_w, y, y))
-        add('<text x="%d" y="%.1f" text-anchor="end">%s</text>' % (left - 6, y + 4, _fmt(v)))
+        add('<text x="%d" y="%.1f" text-anchor="end">%s</text>' % (left - 6, y + 4, _axis_fmt(v, vmax / 5)))
     add('<text transform="translate(16,%d) rotate(-90)" text-anchor="middle">%s</text>'
         % (top + plot_h // 2, escape(unit)))
     for gi, g in enumerate(groups):
@@ -67,7 +76,7 @@ def grouped_bars(title, unit, groups, series, note=None, width=None, height=360)
         for si, (name, vs) in enumerate(series):
             v = vs[gi] if gi < len(vs) else None
             x = gx + si * bar_w
-            colour = PALETTE[si % len(PALETTE)]
+            colour = colour_of(si, name)
             if v is None:
                 add('<text x="%.1f" y="%.1f" font-size="9" fill="#999" text-anchor="middle">n/a</text>'
                     % (x + bar_w / 2, top + plot_h - 4))
@@ -84,7 +93,7 @@ def grouped_bars(title, unit, groups, series, note=None, width=None, height=360)
     lx = left
     ly = height - 22
     for si, (name, _) in enumerate(series):
-        add('<rect x="%d" y="%d" width="10" height="10" fill="%s"/>' % (lx, ly, PALETTE[si % len(PALETTE)]))
+        add('<rect x="%d" y="%d" width="10" height="10" fill="%s"/>' % (lx, ly, colour_of(si, name)))
         add('<text x="%d" y="%d">%s</text>' % (lx + 14, ly + 9, escape(name)))
         lx += 24 + 7 * len(name)
     add("</svg>")
