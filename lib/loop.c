@@ -10,14 +10,22 @@
 #include "loop.h"
 
 #define BGID 0
+/*
+ * A second, smaller buffer group for sockets the loop must always be able to read
+ * (ml_sock_reserve_bufs): proxies' tunnels. Without it, application sockets whose data
+ * waits for flow-control credit can hold every buffer, and the tunnel that would bring
+ * the credit (WINDOW_UPDATE) starves: a deadlock.
+ */
+#define BGID_RES 1
+#define NBUFS_RES 64
 #define CLOSE_GRACE_NS (10ull * 1000000000ull)
 
 struct ml_loop {
 	struct io_uring ring;
-	struct io_uring_buf_ring *br;
-	uint8_t *bufmem;
-	unsigned nbufs, bufsz, bufmask;
-	unsigned bufs_out; /* buffers currently held by sockets or in flight */
+	struct io_uring_buf_ring *br, *br_res;
+	uint8_t *bufmem;		/* nbufs + NBUFS_RES buffers: the reserved ones last */
+	unsigned nbufs, bufsz, bufmask, bufmask_res;
+	unsigned bufs_out, bufs_out_res; /* held by sockets or in flight, per group */
 	bool stop;
 	uint64_t now;
 	void (*idle_fn)(struct ml_loop *, void *);
@@ -44,6 +52,7 @@ struct ml_sock {
 	unsigned rxq_cap, rxq_head, rxq_len;
 	size_t rx_bytes, rx_cap;
 	bool rx_started, rx_paused, rx_fin, rx_starved;
+	bool reserved; /* reads from the reserved buffer group (ml_sock_reserve_bufs) */
 	int rx_err;
 
 	/* transmit: @fill accumulates, @fly is what the kernel is sending (stable memory) */
@@ -121,11 +130,14 @@ struct ml_loop *ml_loop_new(const struct ml_loop_opts *opts)
 	l->nbufs = o.nbufs;
 	l->bufsz = o.bufsz;
 	l->bufmask = io_uring_buf_ring_mask(o.nbufs);
+	l->bufmask_res = io_uring_buf_ring_mask(NBUFS_RES);
 	size_t rsz = o.nbufs * sizeof(struct io_uring_buf);
+	size_t rsz_res = NBUFS_RES * sizeof(struct io_uring_buf);
 	l->br = mmap(NULL, rsz, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
-	l->bufmem = mmap(NULL, (size_t)o.nbufs * o.bufsz, PROT_READ | PROT_WRITE,
+	l->br_res = mmap(NULL, rsz_res, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+	l->bufmem = mmap(NULL, (size_t)(o.nbufs + NBUFS_RES) * o.bufsz, PROT_READ | PROT_WRITE,
 			 MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
-	if (l->br == MAP_FAILED || l->bufmem == MAP_FAILED) {
+	if (l->br == MAP_FAILED || l->br_res == MAP_FAILED || l->bufmem == MAP_FAILED) {
 		r = -ENOMEM;
 		goto err;
 	}
@@ -135,18 +147,31 @@ struct ml_loop *ml_loop_new(const struct ml_loop_opts *opts)
 	r = io_uring_register_buf_ring(&l->ring, &reg, 0);
 	if (r < 0)
 		goto err;
+	struct io_uring_buf_reg reg_res = { .ring_addr = (uint64_t)(uintptr_t)l->br_res,
+					    .ring_entries = NBUFS_RES,
+					    .bgid = BGID_RES };
+	r = io_uring_register_buf_ring(&l->ring, &reg_res, 0);
+	if (r < 0)
+		goto err;
 	io_uring_buf_ring_init(l->br);
 	for (unsigned i = 0; i < o.nbufs; i++)
 		io_uring_buf_ring_add(l->br, l->bufmem + (size_t)i * o.bufsz, o.bufsz, (uint16_t)i,
 				      l->bufmask, (int)i);
 	io_uring_buf_ring_advance(l->br, (int)o.nbufs);
+	io_uring_buf_ring_init(l->br_res);
+	for (unsigned i = 0; i < NBUFS_RES; i++)
+		io_uring_buf_ring_add(l->br_res, l->bufmem + (size_t)(o.nbufs + i) * o.bufsz,
+				      o.bufsz, (uint16_t)(o.nbufs + i), l->bufmask_res, (int)i);
+	io_uring_buf_ring_advance(l->br_res, NBUFS_RES);
 	l->now = ml_now_ns();
 	return l;
 err:
 	if (l->br != MAP_FAILED && l->br)
 		munmap(l->br, rsz);
+	if (l->br_res != MAP_FAILED && l->br_res)
+		munmap(l->br_res, rsz_res);
 	if (l->bufmem != MAP_FAILED && l->bufmem)
-		munmap(l->bufmem, (size_t)o.nbufs * o.bufsz);
+		munmap(l->bufmem, (size_t)(o.nbufs + NBUFS_RES) * o.bufsz);
 	io_uring_queue_exit(&l->ring);
 	free(l);
 	errno = -r;
@@ -159,7 +184,8 @@ struct ml_loop *ml_loop_free(struct ml_loop *l)
 		return NULL;
 	io_uring_queue_exit(&l->ring);
 	munmap(l->br, l->nbufs * sizeof(struct io_uring_buf));
-	munmap(l->bufmem, (size_t)l->nbufs * l->bufsz);
+	munmap(l->br_res, NBUFS_RES * sizeof(struct io_uring_buf));
+	munmap(l->bufmem, (size_t)(l->nbufs + NBUFS_RES) * l->bufsz);
 	free(l);
 	return NULL;
 }
@@ -191,6 +217,13 @@ void ml_loop_set_idle(struct ml_loop *l, void (*fn)(struct ml_loop *, void *), v
 
 static void buf_put(struct ml_loop *l, uint16_t bid)
 {
+	if (bid >= l->nbufs) {
+		io_uring_buf_ring_add(l->br_res, l->bufmem + (size_t)bid * l->bufsz, l->bufsz, bid,
+				      l->bufmask_res, 0);
+		io_uring_buf_ring_advance(l->br_res, 1);
+		l->bufs_out_res--;
+		return;
+	}
 	io_uring_buf_ring_add(l->br, l->bufmem + (size_t)bid * l->bufsz, l->bufsz, bid, l->bufmask,
 			      0);
 	io_uring_buf_ring_advance(l->br, 1);
@@ -203,7 +236,7 @@ static void sock_finalize(struct ml_sock *s);
 static void after_batch(struct ml_loop *l)
 {
 	/* Buffers came back: give starved sockets another go. */
-	if (l->starved && l->bufs_out < l->nbufs) {
+	if (l->starved && (l->bufs_out < l->nbufs || l->bufs_out_res < NBUFS_RES)) {
 		struct ml_sock *list = l->starved;
 		l->starved = NULL;
 		while (list) {
@@ -631,9 +664,14 @@ static void sock_rx_arm(struct ml_sock *s)
 	struct io_uring_sqe *sqe = get_sqe(s->l);
 	io_uring_prep_recv_multishot(sqe, s->fd, NULL, 0, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
-	sqe->buf_group = BGID;
+	sqe->buf_group = s->reserved ? BGID_RES : BGID;
 	io_uring_sqe_set_data(sqe, &s->recv_op);
 	s->recv_op.busy = true;
+}
+
+void ml_sock_reserve_bufs(struct ml_sock *s)
+{
+	s->reserved = true;
 }
 
 void ml_sock_start(struct ml_sock *s)
@@ -677,7 +715,10 @@ static void recv_cb(struct ml_loop *l, struct ml_op *op, int res, uint32_t flags
 
 	if (res > 0) {
 		uint16_t bid = (uint16_t)(flags >> IORING_CQE_BUFFER_SHIFT);
-		l->bufs_out++;
+		if (bid >= l->nbufs)
+			l->bufs_out_res++;
+		else
+			l->bufs_out++;
 		s->bytes_in += (uint64_t)res;
 		if (s->closing) {
 			buf_put(l, bid);

@@ -120,6 +120,11 @@ void *ml_sock_ud(const struct ml_sock *s);
 void ml_sock_set_ud(struct ml_sock *s, void *ud);
 int ml_sock_fd(const struct ml_sock *s);
 void ml_sock_set_caps(struct ml_sock *s, size_t rx_cap, size_t tx_cap);
+/* Receive into the loop's small reserved buffer group instead of the shared one (call
+ * before ml_sock_start): for the few sockets whose input must never wait for buffers that
+ * other sockets hold, e.g. a proxy's tunnels, which bring the flow-control credit that lets
+ * application sockets drain (otherwise a deadlock under load). */
+void ml_sock_reserve_bufs(struct ml_sock *s);
 /* Start (or resume) receiving. */
 void ml_sock_start(struct ml_sock *s);
 int ml_sock_connect(struct ml_sock *s, const struct sockaddr *sa, socklen_t salen);

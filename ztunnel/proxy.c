@@ -976,6 +976,8 @@ static struct zt_tunnel *tunnel_new(struct zt_proxy *p, bool client, int fd)
 		}
 		return NULL;
 	}
+	/* tunnels carry the WINDOW_UPDATEs that let app sockets drain: never starve them */
+	ml_sock_reserve_bufs(t->sock);
 	struct zt_tunnel **list = client ? &p->pool : &p->servers;
 	t->next = *list;
 	*list = t;

@@ -5,6 +5,8 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "check_main.h"
 #include "common.h"
@@ -188,6 +190,76 @@ START_TEST(test_addr_parse)
 }
 END_TEST
 
+/* ---- the reserved buffer group ---- */
+
+struct hold {
+	size_t seen; /* bytes queued, never consumed */
+};
+
+static void hold_readable(struct ml_sock *s)
+{
+	struct hold *h = ml_sock_ud(s);
+	h->seen = ml_sock_rx_bytes(s);
+}
+
+static void hold_nop(struct ml_sock *s, int err)
+{
+	(void)s;
+	(void)err;
+}
+
+static const struct ml_sock_cbs hold_cbs = {
+	.on_readable = hold_readable,
+	.on_error = hold_nop,
+};
+
+/*
+ * Sockets that keep their input (a proxy's app sockets waiting for flow-control credit)
+ * exhaust the shared buffers; a socket on the reserved group (the tunnel that would bring
+ * the credit) still reads, and a plain one starves until buffers come back.
+ */
+START_TEST(test_reserved_bufs)
+{
+	struct ml_loop_opts o = { .nbufs = 4, .bufsz = 4096 };
+	struct ml_loop *l = ml_loop_new(&o);
+	int hog[2], plain[2], res[2];
+	struct hold h_hog = { 0 }, h_plain = { 0 }, h_res = { 0 };
+	static char big[64 * 1024];
+
+	ck_assert_ptr_nonnull(l);
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, hog), 0);
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, plain), 0);
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, res), 0);
+	struct ml_sock *s_hog = ml_sock_new(l, hog[0], &hold_cbs, &h_hog);
+	struct ml_sock *s_plain = ml_sock_new(l, plain[0], &hold_cbs, &h_plain);
+	struct ml_sock *s_res = ml_sock_new(l, res[0], &hold_cbs, &h_res);
+	ml_sock_reserve_bufs(s_res);
+	ck_assert_int_eq(write(hog[1], big, sizeof(big)), (ssize_t)sizeof(big));
+	ml_sock_start(s_hog);
+	ck_assert_int_eq(ml_loop_run_for(l, 50000000ull), 0);
+	ck_assert_uint_eq(h_hog.seen, 4 * 4096); /* every shared buffer held */
+	ck_assert_int_eq(write(plain[1], "x", 1), 1);
+	ck_assert_int_eq(write(res[1], "credit", 6), 6);
+	ml_sock_start(s_plain);
+	ml_sock_start(s_res);
+	ck_assert_int_eq(ml_loop_run_for(l, 50000000ull), 0);
+	ck_assert_uint_eq(h_res.seen, 6);   /* the reserved socket reads */
+	ck_assert_uint_eq(h_plain.seen, 0); /* the plain one waits for buffers */
+	/* the hog lets go: the starved socket gets its turn */
+	ml_sock_consume(s_hog, ml_sock_rx_bytes(s_hog));
+	ck_assert_int_eq(ml_loop_run_for(l, 50000000ull), 0);
+	ck_assert_uint_eq(h_plain.seen, 1);
+	ml_sock_close(s_hog, true);
+	ml_sock_close(s_plain, true);
+	ml_sock_close(s_res, true);
+	ck_assert_int_eq(ml_loop_run_for(l, 50000000ull), 0);
+	close(hog[1]);
+	close(plain[1]);
+	close(res[1]);
+	ml_loop_free(l);
+}
+END_TEST
+
 static Suite *loop_suite(void)
 {
 	Suite *s = suite_create("loop");
@@ -196,6 +268,7 @@ static Suite *loop_suite(void)
 	tcase_add_test(tc, test_echo_backpressure);
 	tcase_add_test(tc, test_timer);
 	tcase_add_test(tc, test_addr_parse);
+	tcase_add_test(tc, test_reserved_bufs);
 	suite_add_tcase(s, tc);
 	return s;
 }
