@@ -68,6 +68,17 @@ struct {
 	__type(value, __u64);
 } ml_cap_stats_v1 SEC(".maps");
 
+/*
+ * capture_lookup's view of ztunnel's listeners (ebpf_lookup_attach() fills it): 0 outbound
+ * (15001), 1 plaintext inbound (15006), 2 HBONE inbound (15008).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKMAP);
+	__uint(max_entries, 3);
+	__type(key, __u32);
+	__type(value, __u64);
+} ml_listeners_v1 SEC(".maps");
+
 /* The node's enrollment map: the loader reuses the pinned one (ebpf_enroll_open()). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -414,6 +425,19 @@ static __always_inline int capture(struct __sk_buff *skb, bool pod)
 	if (sk) {
 		if (sk->state != BPF_TCP_LISTEN && !(p.syn && sk->state == BPF_TCP_TIME_WAIT))
 			return assign(skb, sk, false);
+		if (p.syn && sk->state == BPF_TCP_TIME_WAIT && mode != MODE_PASS &&
+		    mode != MODE_PENDING) {
+			/*
+			 * A new connection on the tuple of one of ztunnel's connections still in
+			 * TIME_WAIT. Assigned to the listener, the kernel would drop its request
+			 * as a duplicate of the TIME_WAIT socket; delivered locally without a
+			 * socket, the kernel's own TIME_WAIT path retires the old one and asks
+			 * for a listener, which capture_lookup answers with ztunnel's.
+			 */
+			bpf_sk_release(sk);
+			skb->mark = capture_mark;
+			return TC_ACT_OK;
+		}
 		bpf_sk_release(sk);
 	}
 	if (mode == MODE_PASS)
@@ -479,6 +503,63 @@ SEC("tc")
 int capture_node(struct __sk_buff *skb)
 {
 	return capture(skb, false);
+}
+
+/*
+ * sk_lookup in the node's namespace: runs when the kernel looks for a listener for a packet
+ * no tc program assigned, which for the mesh is the TIME_WAIT case above. Same decision as
+ * capture(): an enrolled source goes to 15001, an enrolled destination to 15008 (HBONE port)
+ * or 15006; anything else is left to the normal lookup.
+ */
+SEC("sk_lookup")
+int capture_lookup(struct bpf_sk_lookup *ctx)
+{
+	struct ebpf_enroll_key k = {};
+	struct bpf_sock *sk;
+	__u32 *v, idx;
+	bool v6;
+
+	if (ctx->protocol != IPPROTO_TCP)
+		return SK_PASS;
+	if (ctx->family == 2 /* AF_INET */) {
+		v6 = false;
+	} else if (ctx->family == 10 /* AF_INET6 */) {
+		v6 = true;
+	} else {
+		return SK_PASS;
+	}
+	k.family = ctx->family;
+	if (v6) {
+		k.addr[0] = ctx->remote_ip6[0];
+		k.addr[1] = ctx->remote_ip6[1];
+		k.addr[2] = ctx->remote_ip6[2];
+		k.addr[3] = ctx->remote_ip6[3];
+	} else {
+		k.addr[0] = ctx->remote_ip4;
+	}
+	v = bpf_map_lookup_elem(&ml_enroll_v1, &k);
+	if (v && *v == EBPF_ENROLL_ENROLLED) {
+		idx = 0;
+	} else {
+		if (v6) {
+			k.addr[0] = ctx->local_ip6[0];
+			k.addr[1] = ctx->local_ip6[1];
+			k.addr[2] = ctx->local_ip6[2];
+			k.addr[3] = ctx->local_ip6[3];
+		} else {
+			k.addr[0] = ctx->local_ip4;
+		}
+		v = bpf_map_lookup_elem(&ml_enroll_v1, &k);
+		if (!v || *v != EBPF_ENROLL_ENROLLED)
+			return SK_PASS;
+		idx = ctx->local_port == inbound_port ? 2 : 1;
+	}
+	sk = bpf_map_lookup_elem(&ml_listeners_v1, &idx);
+	if (!sk)
+		return SK_PASS;
+	(void)bpf_sk_assign(ctx, sk, 0);
+	bpf_sk_release(sk);
+	return SK_PASS;
 }
 
 char LICENSE[] SEC("license") = "Apache-2.0";

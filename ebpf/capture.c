@@ -348,6 +348,8 @@ static int attach(int ifindex, enum ebpf_capture_kind kind, const struct ebpf_po
 	prog = kind == EBPF_CAPTURE_POD ? skel->progs.capture_pod : skel->progs.capture_node;
 	unused = kind == EBPF_CAPTURE_POD ? skel->progs.capture_node : skel->progs.capture_pod;
 	err = bpf_program__set_autoload(unused, false);
+	if (!err)
+		err = bpf_program__set_autoload(skel->progs.capture_lookup, false);
 	if (err)
 		goto cleanup;
 	err = capture_bpf__load(skel);
@@ -382,6 +384,52 @@ int ebpf_capture_attach(int ifindex, enum ebpf_capture_kind kind, int enroll_fd)
 	if (kind != EBPF_CAPTURE_NODE)
 		return -EINVAL;
 	return attach(ifindex, kind, NULL, enroll_fd);
+}
+
+int ebpf_lookup_attach(int netns_fd, int enroll_fd, const int listener_fds[3])
+{
+	struct capture_bpf *skel;
+	int err, link = -1, map;
+
+	err = enroll_fd >= 0 ? enroll_check(enroll_fd) : -EBADF;
+	if (err)
+		return err;
+	skel = capture_bpf__open();
+	if (!skel)
+		return errno ? -errno : -ENOMEM;
+	err = bpf_map__reuse_fd(skel->maps.ml_enroll_v1, enroll_fd);
+	if (!err)
+		err = bpf_program__set_autoload(skel->progs.capture_pod, false);
+	if (!err)
+		err = bpf_program__set_autoload(skel->progs.capture_node, false);
+	if (err)
+		goto out;
+	skel->rodata->outbound_port = MESHLITE_CAPTURE_OUTBOUND_PORT;
+	skel->rodata->inbound_port = MESHLITE_CAPTURE_INBOUND_PORT;
+	skel->rodata->inbound_plain_port = MESHLITE_CAPTURE_INBOUND_PLAIN_PORT;
+	skel->rodata->capture_mark = MESHLITE_CAPTURE_MARK;
+	err = capture_bpf__load(skel);
+	if (err)
+		goto out;
+	map = bpf_map__fd(skel->maps.ml_listeners_v1);
+	for (__u32 i = 0; i < 3; i++) {
+		__u64 fd = (__u64)listener_fds[i];
+
+		if (listener_fds[i] < 0)
+			continue;
+		if (bpf_map_update_elem(map, &i, &fd, BPF_ANY)) {
+			err = -errno;
+			goto out;
+		}
+	}
+	/* the link holds the program, the program its maps: the skeleton can go */
+	link = bpf_link_create(bpf_program__fd(skel->progs.capture_lookup), netns_fd,
+			       BPF_SK_LOOKUP, NULL);
+	if (link < 0)
+		err = link;
+out:
+	capture_bpf__destroy(skel);
+	return err ? err : link;
 }
 
 int ebpf_capture_detach(int ifindex)

@@ -160,6 +160,14 @@ int ebpf_capture_attach_pod(int ifindex, const struct ebpf_pod_addrs *addrs, int
  * addresses (ebpf_capture_attach_pod).
  */
 int ebpf_capture_attach(int ifindex, enum ebpf_capture_kind kind, int enroll_fd);
+/*
+ * Attach capture_lookup (sk_lookup) to the network namespace @netns_fd, with ztunnel's
+ * listeners @listener_fds = {15001, 15006, 15008} (-1 to leave one out) and the node's
+ * enrollment map. It answers the kernel's listener lookups for connections tc did not
+ * assign: a new SYN meeting one of ztunnel's TIME_WAIT sockets. Returns the link's fd: the
+ * program stays attached while it is open (and the listeners while they live).
+ */
+int ebpf_lookup_attach(int netns_fd, int enroll_fd, const int listener_fds[3]);
 /* Remove our filter; other filters and the clsact qdisc stay. 0 if nothing was attached. */
 int ebpf_capture_detach(int ifindex);
 bool ebpf_capture_attached(int ifindex);

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The node agent: enrollment map, pod registry, capture programs (see agent.h). */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <net/if.h>
 #include <stdarg.h>
@@ -61,6 +62,7 @@ struct zt_agent {
 	struct agent_pod *pods;
 	unsigned npods;
 	bool uplink_ok;
+	int lookup_link; /* capture_lookup's link: attached while open */
 	char uplink_err[160];
 	struct ml_family *pods_gauge, *failures;
 };
@@ -537,6 +539,7 @@ struct zt_agent *zt_agent_new(struct ml_loop *l, struct zt_state *st, struct ml_
 	a->cfg = cfg;
 	a->map_fd = -1;
 	a->ino_fd = -1;
+	a->lookup_link = -1;
 	(void)libbpf_set_print(libbpf_print);
 	a->pods_gauge = ml_family_new(reg, "meshlite_node_pods",
 				      "Pods registered on this node by meshlite-cni, by capture state",
@@ -621,6 +624,8 @@ struct zt_agent *zt_agent_free(struct zt_agent *a)
 	if (a->ino_op.busy)
 		ml_loop_cancel(a->l, &a->ino_op);
 	/* the pinned map, the programs and the fwmark rule stay: capture outlives us */
+	if (a->lookup_link >= 0)
+		close(a->lookup_link);
 	if (a->ino_fd >= 0)
 		close(a->ino_fd);
 	if (a->map_fd >= 0)
@@ -635,6 +640,30 @@ struct zt_agent *zt_agent_free(struct zt_agent *a)
 	return NULL;
 }
 
+int zt_agent_attach_lookup(struct zt_agent *a, const int fds[3])
+{
+	int ns = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC), r;
+
+	if (ns < 0) {
+		r = -errno;
+	} else {
+		r = ebpf_lookup_attach(ns, a->map_fd, fds);
+		close(ns);
+	}
+	if (r < 0) {
+		ml_log(ML_LOG_WARN, SCOPE,
+		       "cannot attach the listener lookup; a client reusing the port of a "
+		       "connection ztunnel closed will wait for its TIME_WAIT to expire",
+		       ML_LS("error", strerror(-r)));
+		fail_count(a, "lookup_attach");
+		return r;
+	}
+	if (a->lookup_link >= 0)
+		close(a->lookup_link);
+	a->lookup_link = r;
+	return 0;
+}
+
 void zt_agent_dump(const struct zt_agent *a, struct ml_json *j)
 {
 	ml_json_key(j, "capture");
@@ -643,6 +672,7 @@ void zt_agent_dump(const struct zt_agent *a, struct ml_json *j)
 	ml_json_kv_str(j, "registry", a->pods_dir);
 	ml_json_kv_str(j, "uplink", a->cfg->uplink);
 	ml_json_kv_bool(j, "uplink_attached", a->uplink_ok);
+	ml_json_kv_bool(j, "listener_lookup", a->lookup_link >= 0);
 	ml_json_obj_end(j);
 	ml_json_key(j, "pods");
 	ml_json_arr_begin(j);

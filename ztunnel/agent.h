@@ -29,6 +29,11 @@ struct zt_agent;
 struct zt_agent *zt_agent_new(struct ml_loop *l, struct zt_state *st, struct ml_metrics *reg,
 			      char *err, size_t errlen);
 struct zt_agent *zt_agent_free(struct zt_agent *a);
+/* Let the kernel's listener lookups in this namespace find ztunnel's listeners for mesh
+ * traffic (capture_lookup, see ebpf/capture.h); @fds as zt_proxy_listener_fds(). Logs and
+ * returns -errno on failure (capture still works, but a client reusing the port of one of
+ * ztunnel's TIME_WAIT connections waits for it to expire). */
+int zt_agent_attach_lookup(struct zt_agent *a, const int fds[3]);
 /* The control plane changed: bring the enrollment map in line now. */
 void zt_agent_reconcile(struct zt_agent *a);
 /* "capture" object and "pods" array for /config_dump. */

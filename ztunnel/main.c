@@ -528,6 +528,9 @@ int main(int argc, char **argv)
 			       ML_LS("error", err));
 			return 1;
 		}
+		int fds[3];
+		zt_proxy_listener_fds(z.proxy, fds);
+		(void)zt_agent_attach_lookup(z.agent, fds);
 	}
 	z.admin = ml_admin_new(z.l, z.st->listen_admin, admin_handler, &z, err, sizeof(err));
 	if (z.admin)

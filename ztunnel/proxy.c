@@ -1729,6 +1729,13 @@ fail:
 	return NULL;
 }
 
+void zt_proxy_listener_fds(const struct zt_proxy *p, int fds[3])
+{
+	fds[0] = p->out_ln ? ml_listener_fd(p->out_ln) : -1;
+	fds[1] = p->plain_ln ? ml_listener_fd(p->plain_ln) : -1;
+	fds[2] = p->in_ln ? ml_listener_fd(p->in_ln) : -1;
+}
+
 void zt_proxy_drain(struct zt_proxy *p)
 {
 	p->out_ln = ml_listener_free(p->out_ln);

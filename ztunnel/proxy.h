@@ -35,6 +35,9 @@ struct zt_proxy *zt_proxy_new(struct ml_loop *l, struct zt_state *st, struct zt_
  * (ml_loop_run_for) so the sockets finish closing, before zt_proxy_free(). */
 void zt_proxy_shutdown(struct zt_proxy *p);
 struct zt_proxy *zt_proxy_free(struct zt_proxy *p);
+/* The listeners' fds: outbound (15001), plaintext inbound (15006), HBONE inbound (15008);
+ * -1 for one that is not open. */
+void zt_proxy_listener_fds(const struct zt_proxy *p, int fds[3]);
 /* Stop accepting and ask every tunnel to finish (GOAWAY). */
 void zt_proxy_drain(struct zt_proxy *p);
 unsigned zt_proxy_active(const struct zt_proxy *p);

@@ -12,6 +12,7 @@
 #  - ztunnel killed on node-1: the enrolled client's connections fail, nothing of them on
 #    the wire; pods outside the mesh unaffected; ztunnel started again re-adopts the pinned
 #    state and the client's next connections work, without touching the pod
+#  - a client port reused at once over one of ztunnel's TIME_WAIT sockets still connects
 #  - ztunnel's SOCKS5 listener relays an explicit CONNECT and refuses a host name
 #  - removing the label takes the pods out again (direct traffic)
 #  - lab down leaves no pinned map
@@ -149,6 +150,31 @@ neighbour=$(pod_ip shop/neighbour)
 [ "${seen%%:*}" = "$neighbour" ] && ok "same node: server sees $seen" || fail "same node: server saw '$seen'"
 grep -q "direction=outbound src.addr=$neighbour:.*protocol=HBONE" "$log2" &&
 	ok "same-node connection went through HBONE" || fail "same-node connection not logged as HBONE on node-2"
+
+# ---- churn: the peer-server closes first, so ztunnel's socket towards the client ends in
+# TIME_WAIT; the client reusing its port at once must still get through (tc leaves that SYN
+# to the kernel's TIME_WAIT path, capture_lookup gives it ztunnel's listener)
+reuse=$(lab_exec shop/client -- /usr/bin/python3 - "$server" <<'PY'
+import socket, sys, time
+ok = 0
+for i in range(3):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("", 45678))
+    s.settimeout(3)
+    try:
+        s.connect((sys.argv[1], 9000))
+        if s.recv(100).endswith(b"\n"):
+            ok += 1
+    except OSError as e:
+        print("attempt", i, e)
+    s.close()
+    time.sleep(0.1)
+print(ok)
+PY
+)
+[ "$(echo "$reuse" | tail -n 1)" = 3 ] && ok "a client port reused at once after ztunnel closed first: 3/3 connections" ||
+	fail "port reuse over ztunnel's TIME_WAIT: $reuse"
 
 # ---- plaintext from outside the mesh: PERMISSIVE by default, STRICT refuses
 m0=$(metric node-2 istio_tcp_connections_opened_total 'reporter="destination"' 'connection_security_policy="unknown"')
