@@ -233,9 +233,9 @@ static void buf_put(struct ml_loop *l, uint16_t bid)
 static void sock_rx_arm(struct ml_sock *s);
 static void sock_finalize(struct ml_sock *s);
 
-static void after_batch(struct ml_loop *l)
+/* Buffers came back: give starved sockets another go. */
+static void rearm_starved(struct ml_loop *l)
 {
-	/* Buffers came back: give starved sockets another go. */
 	if (l->starved && (l->bufs_out < l->nbufs || l->bufs_out_res < NBUFS_RES)) {
 		struct ml_sock *list = l->starved;
 		l->starved = NULL;
@@ -247,6 +247,11 @@ static void after_batch(struct ml_loop *l)
 			sock_rx_arm(s);
 		}
 	}
+}
+
+static void after_batch(struct ml_loop *l)
+{
+	rearm_starved(l);
 	while (l->defers) {
 		struct ml_defer *d = l->defers;
 		l->defers = d->next;
@@ -798,6 +803,8 @@ void ml_sock_consume(struct ml_sock *s, size_t n)
 	}
 	if (s->rx_bytes < s->rx_cap / 2)
 		sock_rx_arm(s);
+	/* consumed outside a completion (a timer, a deferred call): do not wait for one */
+	rearm_starved(s->l);
 }
 
 bool ml_sock_rx_eof(const struct ml_sock *s)
