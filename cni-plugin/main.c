@@ -6,13 +6,11 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include <bpf/libbpf.h>
 
 #include "cni.h"
 #include "log.h"
@@ -103,35 +101,6 @@ static int read_stdin(char **ret_buf, size_t *ret_len)
 	return 0;
 }
 
-/*
- * libbpf's messages go to our log, never to stdout. Its tc queries on an interface with
- * nothing of ours attached (DEL, CHECK) and its clsact creation when the qdisc exists
- * already print kernel errors the loader treats as answers: those are debug.
- */
-__attribute__((format(printf, 2, 0))) static int libbpf_print(enum libbpf_print_level level,
-							      const char *fmt, va_list ap)
-{
-	static const char *const expected[] = { "Exclusivity flag on",
-						"Cannot find specified filter chain",
-						"Parent Qdisc doesn't exist" };
-	enum ml_log_level lvl = ML_LOG_WARN;
-	char line[512];
-	size_t n;
-
-	if (level == LIBBPF_DEBUG)
-		return 0;
-	(void)vsnprintf(line, sizeof(line), fmt, ap);
-	n = strlen(line);
-	if (n > 0 && line[n - 1] == '\n')
-		line[n - 1] = '\0';
-	for (size_t i = 0; i < sizeof(expected) / sizeof(expected[0]); i++)
-		if (strstr(line, expected[i]))
-			lvl = ML_LOG_DEBUG;
-	if (level == LIBBPF_INFO)
-		lvl = ML_LOG_DEBUG;
-	ml_log(lvl, "libbpf", line);
-	return 0;
-}
 
 /* "logFile" gets JSON lines at "logLevel"; without it only errors reach stderr. */
 static void log_setup(const struct cni_conf *c)
@@ -168,7 +137,7 @@ int main(int argc, char **argv)
 	(void)argv;
 	ml_log_set_format(ML_LOG_JSON);
 	ml_log_set_level(ML_LOG_ERROR);
-	(void)libbpf_set_print(libbpf_print);
+	ebpf_libbpf_log(); /* never to stdout: it carries the result */
 
 	r = read_stdin(&buf, &len);
 	if (r < 0) {

@@ -177,6 +177,10 @@ int ebpf_capture_stats(int ifindex, uint64_t ret_stats[EBPF_CAPTURE_STAT_MAX]);
  * capture_pod is attached there). */
 int ebpf_capture_pod_addrs(int ifindex, struct ebpf_pod_addrs *ret_addrs);
 
+/* Send libbpf's messages to ml_log (scope "libbpf"), the kernel answers the loader treats
+ * as results at debug level (ebpf/libbpf_log.c; needs lib/log). */
+void ebpf_libbpf_log(void);
+
 /* ip rule fwmark MARK lookup TABLE; ip route add local 0.0.0.0/0 (and ::/0) dev lo table
  * TABLE. Idempotent, via rtnetlink. IPv6 is skipped when the namespace has none. */
 int ebpf_capture_routing_setup(void);

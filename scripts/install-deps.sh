@@ -8,6 +8,8 @@ pkgs="build-essential meson ninja-build pkg-config clang llvm bpftool
       make protobuf-compiler python3-protobuf python3-grpcio python3-h2 openssl
       chromium prometheus nftables iptables
       valgrind haproxy stunnel4 nghttp2-client nginx-light"
+# nftables and iptables are only read by the tests (nft list ruleset, iptables-save) to prove
+# that meshlite creates no netfilter rule anywhere: redirection is eBPF only.
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

@@ -4,7 +4,6 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <net/if.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +13,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <bpf/libbpf.h>
 
 #include "agent.h"
 #include "capture.h"
@@ -484,25 +482,6 @@ static void on_tick(struct ml_timer *t)
 
 /* ---- lifecycle ---- */
 
-__attribute__((format(printf, 2, 0))) static int libbpf_print(enum libbpf_print_level level,
-							      const char *fmt, va_list ap)
-{
-	char line[512];
-	size_t n;
-
-	if (level != LIBBPF_WARN)
-		return 0;
-	vsnprintf(line, sizeof(line), fmt, ap);
-	/* the clsact qdisc exists already: the loader takes that as success */
-	if (strstr(line, "Exclusivity flag on"))
-		return 0;
-	n = strlen(line);
-	if (n && line[n - 1] == '\n')
-		line[n - 1] = '\0';
-	ml_log(ML_LOG_WARN, "libbpf", line);
-	return 0;
-}
-
 static int attach_uplink(struct zt_agent *a)
 {
 	unsigned idx = if_nametoindex(a->cfg->uplink);
@@ -540,7 +519,7 @@ struct zt_agent *zt_agent_new(struct ml_loop *l, struct zt_state *st, struct ml_
 	a->map_fd = -1;
 	a->ino_fd = -1;
 	a->lookup_link = -1;
-	(void)libbpf_set_print(libbpf_print);
+	ebpf_libbpf_log();
 	a->pods_gauge = ml_family_new(reg, "meshlite_node_pods",
 				      "Pods registered on this node by meshlite-cni, by capture state",
 				      ML_GAUGE, (const char *[]){ "state" }, 1, NULL, 0);
