@@ -35,6 +35,8 @@ cleanup() {
 	(exit $rc)
 	on_exit
 }
+root_netfilter() { nft list ruleset 2>&1; iptables-save 2>&1 | grep -vE '^[#:]' || true; }  # no counters
+root_rules_before=$(root_netfilter)
 mkdir "$work/up"
 sed "s|\${TESTPEER}|$TESTPEER|g" "$fixtures/up/pods.yaml" >"$work/up/pods.yaml"
 lab_up "t-cap-$$" --nodes 2 --control-plane istiod "$work/up"
@@ -95,17 +97,16 @@ done
 [ -e "/sys/fs/bpf/meshlite/$LAB_NAME/node-1/ml_enroll_v1" ] && ok "node-1's enrollment map is pinned" ||
 	fail "no pinned enrollment map for node-1"
 
-# ---- no netfilter rules, anywhere
-rules=0
-for ns in "" "$n1" "$n2" $(status_json | python3 -c 'import json,sys; print(" ".join(p["netns"] for p in json.load(sys.stdin)["pods"]))'); do
-	ex=()
-	[ -n "$ns" ] && ex=(ip netns exec "$ns")
-	n=$("${ex[@]}" nft list ruleset 2>/dev/null | grep -cE '^\s+(ip|tcp|meta|th|mark|iif|oif|counter|accept|drop|tproxy|redirect)' || true)
-	t=$("${ex[@]}" iptables-save 2>/dev/null | grep -c '^-A' || true)
-	rules=$((rules + n + t))
+# ---- no netfilter rules, anywhere: the lab's namespaces have none at all, and the root
+# namespace (which may hold the host's own) is exactly as it was before the lab came up
+rules=""
+for ns in "$n1" "$n2" $(status_json | python3 -c 'import json,sys; print(" ".join(p["netns"] for p in json.load(sys.stdin)["pods"]))'); do
+	r=$(ip netns exec "$ns" nft list ruleset 2>&1; ip netns exec "$ns" iptables-save 2>&1 | grep -E '^-A' || true)
+	[ -z "$r" ] || rules="$rules [$ns] $r"
 done
-[ "$rules" -eq 0 ] && ok "no iptables/nftables rules in the root, node or pod namespaces" ||
-	fail "$rules netfilter rules found"
+[ "$(root_netfilter)" = "$root_rules_before" ] || rules="$rules [root namespace changed]"
+[ -z "$rules" ] && ok "no iptables/nftables rule in the node and pod namespaces, root namespace unchanged" ||
+	fail "netfilter rules found:$rules"
 
 # ---- outside the mesh: direct, the server sees the client
 seen=$(whoami shop/client "$server:9000" || true)

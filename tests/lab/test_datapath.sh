@@ -61,6 +61,14 @@ else
 	fail "1000 short connections: $out"
 fi
 
+# -- parallel bulk streams on one pooled tunnel, both ways at once (iperf3 -P 4 shape):
+# flow control across streams, buffers for the tunnel, frames around NO_COPY DATA frames
+if out=$(timeout 120 "$MESHLITE" lab exec --name "$LAB_NAME" mesh/client -- "$TESTPEER" echo-check "$server:8081" 8 4 20000000); then
+	ok "4 parallel 20 MB streams x2, echoed byte for byte: $out"
+else
+	fail "parallel bulk streams: $out"
+fi
+
 # -- half-close the other way: the server finishes first, the client keeps sending
 if out=$(lab_exec mesh/client -- "$TESTPEER" pull "$server:8082" 3000000 2000000); then
 	ok "server-side half-close: $out"
